@@ -1,0 +1,20 @@
+"""neuralode: a small NumPy engine for neural ordinary differential equations.
+
+Every derivative in it is a hand-written vector-Jacobian or Jacobian-vector product that a reader can
+open and check.  The public surface:
+
+* :func:`odeint` and :func:`integrate` solve initial value problems (``neuralode.odeint``);
+* :func:`odeint_vjp` differentiates a solve, by backprop through the solver or by the adjoint method;
+* :mod:`neuralode.nn` holds models under the dynamics protocol (``f(t, y)``, ``f.params``, ``f.vjp``);
+* :mod:`neuralode.checks` holds finite differences, the dot-product test and observed orders.
+"""
+
+from . import checks, nn, optim, tableaux
+from .errors import IntegrationError, NonFiniteError, StepSizeUnderflowError, TooManyStepsError
+from .solver import ODESolution, integrate, odeint
+from .tableaux import TABLEAUX, ButcherTableau
+
+__all__ = [
+    "ButcherTableau", "IntegrationError", "NonFiniteError", "ODESolution", "StepSizeUnderflowError",
+    "TABLEAUX", "TooManyStepsError", "checks", "integrate", "nn", "odeint", "optim", "tableaux",
+]

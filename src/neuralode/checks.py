@@ -1,0 +1,141 @@
+"""Numerical checks that the chapters and the tests share.
+
+Every hand-written derivative in the engine is checked two ways: against central finite differences,
+and by the dot-product test ``<v, J u> = <J^T v, u>``, which ties a vector-Jacobian product (VJP) to its
+Jacobian-vector product (JVP) without any finite differences at all.  ``observed_order`` measures a
+solver's order of convergence from errors at several step sizes.
+"""
+
+import numpy as np
+
+
+def relative_error(approx, exact):
+    """``|approx - exact| / max(|approx|, |exact|)`` in the Euclidean norm over all entries (0 if both are 0).
+
+    Example:
+        >>> relative_error(np.array([1.0, 2.0]), np.array([1.0, 2.0]))
+        0.0
+    """
+    approx, exact = np.ravel(np.asarray(approx, float)), np.ravel(np.asarray(exact, float))
+    scale = max(np.linalg.norm(approx), np.linalg.norm(exact))
+    return 0.0 if scale == 0 else float(np.linalg.norm(approx - exact) / scale)
+
+
+def fd_gradient(loss, x, eps=1e-6):
+    """The gradient of a scalar function ``loss(x)`` by central differences, one coordinate at a time.
+
+    Each entry is ``(loss(x + eps e_j) - loss(x - eps e_j)) / (2 eps)``, whose error is ``O(eps^2)``
+    plus rounding ``O(machine eps / eps)``; ``eps = 1e-6`` balances the two for smooth functions of
+    unit scale.
+
+    Example:
+        >>> g = fd_gradient(lambda x: float(np.sum(x**2)), np.array([1.0, -2.0]))
+        >>> bool(np.allclose(g, [2.0, -4.0]))
+        True
+    """
+    x = np.array(x, dtype=float)
+    grad = np.empty_like(x)
+    flat, gflat = x.reshape(-1), grad.reshape(-1)
+    for j in range(flat.size):
+        saved = flat[j]
+        flat[j] = saved + eps
+        up = loss(x)
+        flat[j] = saved - eps
+        down = loss(x)
+        flat[j] = saved
+        gflat[j] = (up - down) / (2 * eps)
+    return grad
+
+
+def fd_jvp(fn, x, u, eps=1e-6):
+    """The Jacobian-vector product ``J u`` of ``fn`` at ``x`` by a central difference along ``u``."""
+    x, u = np.asarray(x, float), np.asarray(u, float)
+    return (np.asarray(fn(x + eps * u)) - np.asarray(fn(x - eps * u))) / (2 * eps)
+
+
+def fd_vjp(fn, x, v, eps=1e-6):
+    """The vector-Jacobian product ``v^T J`` of ``fn`` at ``x``: the gradient of ``x -> <v, fn(x)>``."""
+    v = np.asarray(v, float)
+    return fd_gradient(lambda z: float(np.sum(v * np.asarray(fn(z)))), x, eps)
+
+
+def dot_product_test(jvp, vjp, x_shape, y_shape, rng):
+    """Compare ``<v, J u>`` with ``<J^T v, u>`` for random ``u`` (shape of the input) and ``v`` (output).
+
+    A JVP and a VJP of the same function are transposes of one another, so the two numbers agree to
+    rounding error for every ``u`` and ``v``; a wrong sign, a missing term or a transposed matrix in
+    either makes them differ.
+
+    Returns:
+        ``(lhs, rhs)``, the two inner products.
+    """
+    u, v = rng.standard_normal(x_shape), rng.standard_normal(y_shape)
+    return float(np.sum(v * jvp(u))), float(np.sum(vjp(v) * u))
+
+
+def observed_order(step_sizes, errors):
+    """The order ``p`` in ``error ~ C h^p``: the least-squares slope of ``log(error)`` against ``log(h)``.
+
+    Example:
+        >>> h = np.array([0.1, 0.05, 0.025])
+        >>> round(observed_order(h, 3.0 * h**2), 6)
+        2.0
+    """
+    logh, loge = np.log(np.asarray(step_sizes, float)), np.log(np.asarray(errors, float))
+    return float(np.polyfit(logh, loge, 1)[0])
+
+
+def check_dynamics_vjp(f, t, y, rng, eps=1e-6):
+    """Check ``f.vjp(t, y, v)`` for a random ``v`` against finite differences in ``y``, ``t`` and each param.
+
+    Returns:
+        A dict of relative errors: ``"y"``, ``"t"`` and ``"params"`` (a list, one per parameter array).
+    """
+    y = np.asarray(y, float)
+    v = rng.standard_normal(np.shape(f(t, y)))
+    y_bar, params_bar, t_bar = f.vjp(t, y, v)
+    report = {"y": relative_error(y_bar, fd_vjp(lambda z: f(t, z), y, v, eps)),
+              "t": relative_error(t_bar, fd_gradient(lambda s: float(np.sum(v * f(s[0], y))), np.array([t]), eps)),
+              "params": []}
+    for p, p_bar in zip(f.params, params_bar):
+        saved = p.copy()
+
+        def loss(q):
+            p[...] = q
+            return float(np.sum(v * f(t, y)))
+
+        report["params"].append(relative_error(p_bar, fd_gradient(loss, saved, eps)))
+        p[...] = saved
+    return report
+
+
+class CountingDynamics:
+    """Wrap dynamics to count the evaluations of ``f`` (NFE) and of its ``vjp``, keeping its protocol.
+
+    Example:
+        >>> f = CountingDynamics(lambda t, y: -y)
+        >>> _ = f(0.0, np.ones(2)); f.nfe
+        1
+    """
+
+    def __init__(self, f):
+        self.f, self.nfe, self.nfe_vjp = f, 0, 0
+
+    @property
+    def params(self):
+        return getattr(self.f, "params", [])
+
+    def __call__(self, t, y):
+        self.nfe += 1
+        return self.f(t, y)
+
+    def vjp(self, t, y, v):
+        self.nfe_vjp += 1
+        return self.f.vjp(t, y, v)
+
+    def jvp(self, t, y, u):
+        return self.f.jvp(t, y, u)
+
+    def reset(self):
+        """Set both counters back to zero."""
+        self.nfe, self.nfe_vjp = 0, 0

@@ -1,0 +1,164 @@
+"""Models under the dynamics protocol, each forward pass beside its hand-written VJP and JVP.
+
+The dynamics protocol: an object ``f`` with
+
+* ``f(t, y)`` returning ``dy/dt`` (``y`` is a row-vector batch, or a single vector);
+* ``f.params``, a list of NumPy arrays, the ``theta`` of Chen et al. (2018);
+* ``f.vjp(t, y, v)`` returning ``(v . df/dy, [v . df/dtheta_i], v . df/dt)``;
+* ``f.jvp(t, y, u)`` returning ``df/dy . u``.
+
+Every rule here is a pure function of its inputs: nothing is cached between calls, so a reader can
+re-run any cell in any order.
+"""
+
+import numpy as np
+
+
+def _softplus(x):
+    return np.logaddexp(0.0, x)
+
+
+def _sigmoid(x):
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+ACTIVATIONS = {
+    "tanh": (np.tanh, lambda x, s: 1.0 - s * s),
+    "softplus": (_softplus, lambda x, s: _sigmoid(x)),
+    "sigmoid": (_sigmoid, lambda x, s: s * (1.0 - s)),
+    "relu": (lambda x: np.maximum(x, 0.0), lambda x, s: (x > 0).astype(float)),
+    "identity": (lambda x: x, lambda x, s: np.ones_like(x)),
+}
+"""Each activation as data: ``name -> (sigma, dsigma)``, where ``dsigma(x, sigma(x))`` is its derivative.
+
+The derivative may use the already computed ``sigma(x)`` (``tanh' = 1 - tanh^2``) to save work.
+"""
+
+
+def ravel_params(arrays):
+    """Concatenate a list of arrays into one flat vector (the inverse of :func:`unravel_params`)."""
+    if not arrays:
+        return np.zeros(0)
+    return np.concatenate([np.ravel(a) for a in arrays])
+
+
+def unravel_params(vector, like):
+    """Split a flat vector into arrays shaped like the arrays in ``like``."""
+    out, start = [], 0
+    for a in like:
+        out.append(np.reshape(vector[start:start + a.size], a.shape))
+        start += a.size
+    return out
+
+
+class Linear:
+    """An affine layer ``x @ W.T + b`` on row vectors, with ``W`` of shape ``(out, in)``.
+
+    Initialised like common deep-learning libraries: entries uniform in ``+-1/sqrt(in)``.
+    """
+
+    def __init__(self, n_in, n_out, rng):
+        bound = 1.0 / np.sqrt(n_in)
+        self.W = rng.uniform(-bound, bound, size=(n_out, n_in))
+        self.b = rng.uniform(-bound, bound, size=n_out)
+
+    @property
+    def params(self):
+        return [self.W, self.b]
+
+    def forward(self, x):
+        """``x @ W.T + b`` for a batch ``x`` of shape ``(batch, in)``."""
+        return x @ self.W.T + self.b
+
+    def vjp(self, x, v):
+        """Pull ``v`` (shape ``(batch, out)``) back: ``(v @ W, [v.T @ x, sum_batch v])``."""
+        return v @ self.W, [v.T @ x, v.sum(axis=0)]
+
+    def jvp(self, u):
+        """Push a tangent ``u`` of the input forward: ``u @ W.T`` (the bias does not depend on ``x``)."""
+        return u @ self.W.T
+
+
+class MLP:
+    """A multilayer perceptron ``f(t, y)`` with hand-written VJP and JVP; autonomous (ignores ``t``).
+
+    Args:
+        sizes: layer widths, input first, e.g. ``[2, 50, 2]``.
+        activation: a name in :data:`ACTIVATIONS`, applied after every layer but the last.
+        rng: the random generator for the initial weights.
+
+    Example:
+        >>> f = MLP([2, 16, 2])
+        >>> f(0.0, np.zeros((5, 2))).shape
+        (5, 2)
+    """
+
+    def __init__(self, sizes, activation="tanh", rng=None):
+        if len(sizes) < 2 or any(int(n) != n or n < 1 for n in sizes):
+            raise ValueError(f"sizes must list at least two positive layer widths, got {sizes!r}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
+        rng = np.random.default_rng(0) if rng is None else rng
+        self.sizes, self.activation = list(sizes), activation
+        self.layers = [Linear(m, n, rng) for m, n in zip(sizes[:-1], sizes[1:])]
+
+    @property
+    def params(self):
+        """``[W1, b1, W2, b2, ...]``: the arrays themselves, so an optimiser can update them in place."""
+        return [p for layer in self.layers for p in layer.params]
+
+    def _batch(self, y):
+        y = np.asarray(y, dtype=float)
+        if y.shape[-1] != self.sizes[0] or y.ndim > 2:
+            raise ValueError(f"expected input of shape ({self.sizes[0]},) or (batch, {self.sizes[0]}), got {y.shape}")
+        return np.atleast_2d(y)
+
+    def _forward_tape(self, x):
+        """The forward pass, keeping each layer's input ``h`` and pre-activation ``z`` for the VJP."""
+        sigma = ACTIVATIONS[self.activation][0]
+        hs, zs, h = [], [], x
+        for i, layer in enumerate(self.layers):
+            hs.append(h)
+            z = layer.forward(h)
+            zs.append(z)
+            h = z if i == len(self.layers) - 1 else sigma(z)
+        return h, hs, zs
+
+    def forward(self, x):
+        """Apply the network to ``x`` (a vector, or a batch of row vectors)."""
+        out = self._forward_tape(self._batch(x))[0]
+        return out.reshape(np.shape(x)[:-1] + (self.sizes[-1],))
+
+    def __call__(self, t, y):
+        return self.forward(y)
+
+    def backward(self, x, v):
+        """The VJP with respect to the input and the parameters: ``(v . df/dx, [v . df/dtheta_i])``."""
+        xb = self._batch(x)
+        sigma, dsigma = ACTIVATIONS[self.activation]
+        _, hs, zs = self._forward_tape(xb)
+        v = np.asarray(v, float).reshape(xb.shape[0], self.sizes[-1])
+        grads = []
+        for i in reversed(range(len(self.layers))):
+            if i < len(self.layers) - 1:
+                v = v * dsigma(zs[i], hs[i + 1])
+            v, layer_grads = self.layers[i].vjp(hs[i], v)
+            grads = layer_grads + grads
+        return v.reshape(np.shape(x)), grads
+
+    def vjp(self, t, y, v):
+        """``(v . df/dy, [v . df/dtheta_i], v . df/dt)``; the last is ``0.0`` (autonomous)."""
+        y_bar, params_bar = self.backward(y, v)
+        return y_bar, params_bar, 0.0
+
+    def jvp(self, t, y, u):
+        """``df/dy . u``: the tangent ``u`` pushed forward through every layer (forward mode)."""
+        x = self._batch(y)
+        sigma, dsigma = ACTIVATIONS[self.activation]
+        du = np.asarray(u, float).reshape(x.shape)
+        for i, layer in enumerate(self.layers):
+            z, du = layer.forward(x), layer.jvp(du)
+            if i < len(self.layers) - 1:
+                x = sigma(z)
+                du = dsigma(z, x) * du
+        return du.reshape(np.shape(y)[:-1] + (self.sizes[-1],))
