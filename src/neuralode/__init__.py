@@ -9,12 +9,12 @@ open and check.  The public surface:
 * :mod:`neuralode.checks` holds finite differences, the dot-product test and observed orders.
 """
 
-from . import checks, nn, optim, tableaux
+from . import checks, nn, optim, stepsize, tableaux
 from .errors import IntegrationError, NonFiniteError, StepSizeUnderflowError, TooManyStepsError
 from .solver import ODESolution, integrate, odeint
 from .tableaux import TABLEAUX, ButcherTableau
 
 __all__ = [
     "ButcherTableau", "IntegrationError", "NonFiniteError", "ODESolution", "StepSizeUnderflowError",
-    "TABLEAUX", "TooManyStepsError", "checks", "integrate", "nn", "odeint", "optim", "tableaux",
+    "TABLEAUX", "TooManyStepsError", "checks", "integrate", "nn", "odeint", "optim", "stepsize", "tableaux",
 ]
