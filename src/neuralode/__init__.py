@@ -11,10 +11,11 @@ open and check.  The public surface:
 
 from . import checks, nn, optim, stepsize, tableaux
 from .errors import IntegrationError, NonFiniteError, StepSizeUnderflowError, TooManyStepsError
+from .gradients import odeint_vjp
 from .solver import ODESolution, integrate, odeint
 from .tableaux import TABLEAUX, ButcherTableau
 
 __all__ = [
     "ButcherTableau", "IntegrationError", "NonFiniteError", "ODESolution", "StepSizeUnderflowError",
-    "TABLEAUX", "TooManyStepsError", "checks", "integrate", "nn", "odeint", "optim", "stepsize", "tableaux",
+    "TABLEAUX", "TooManyStepsError", "checks", "integrate", "nn", "odeint", "odeint_vjp", "optim", "stepsize", "tableaux",
 ]
