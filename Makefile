@@ -1,0 +1,132 @@
+# Build, test and read the Neural ODE book.  `make help` lists the targets.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+VENV  := .venv
+BIN   := $(CURDIR)/$(VENV)/bin
+STAMP := $(VENV)/.installed
+HTML  := _build/html
+HOST  := 127.0.0.1
+PORT  ?= 8000
+
+# Tools run from the venv, and every Jupyter kernel they start (book build, nbval,
+# `make notebooks`, `make lab`) is the venv's python: the venv's python3 kernelspec is
+# preferred over any user-wide one, and it names `python`, which resolves to the venv.
+export PATH := $(BIN):$(PATH)
+export JUPYTER_PREFER_ENV_PATH := 1
+# Chapters draw with matplotlib's inline backend; a backend inherited from the caller
+# (MPLBACKEND=Agg, say) would make plt.show() warn and fail the strict build.
+unexport MPLBACKEND
+
+# Paired chapters: book/NN_*.md files with a jupytext header.
+# Override to re-execute a few: make notebooks CHAPTERS=book/03_euler_method.md
+CHAPTERS = $(shell grep -l '^jupytext:' book/[0-9][0-9]_*.md 2>/dev/null)
+
+# pytest exits with 5 when a stage collects no test (no engine tests yet, say): that stage
+# has nothing to check and does not fail.
+define pytest_stage
+$(BIN)/pytest -ra $(1) || { rc=$$?; if [ $$rc -eq 5 ]; then echo 'pytest collected no test in this stage: nothing to check.'; else exit $$rc; fi; }
+endef
+
+NBVAL_ARGS := --nbval --nbval-current-env --nbval-cell-timeout=600 \
+              --nbval-sanitize-with tests/nbval_sanitize.cfg
+TEST_STAGES := test-engine test-notebooks test-pairing test-build test-browser
+
+.PHONY: help venv book test $(TEST_STAGES) serve lab notebooks clean
+
+help:
+	@echo 'make venv       create .venv and install requirements.txt (the engine in editable mode)'
+	@echo 'make book       build the HTML book into $(HTML) (executes every chapter)'
+	@echo 'make test       engine tests, nbval, pairing, strict book build, browser checks'
+	@echo '                (stages on their own: $(TEST_STAGES))'
+	@echo 'make serve      serve $(HTML) on http://$(HOST):$(PORT)/ (offline)'
+	@echo 'make lab        JupyterLab on the repository; chapters in book/ open as notebooks'
+	@echo 'make notebooks  re-execute the chapters into notebooks/*.ipynb (CHAPTERS=... for some)'
+	@echo 'make clean      remove build and test artefacts (keeps .venv)'
+
+# ---------------------------------------------------------------------------------------
+# Environment
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(VENV)/bin/python || python3 -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --upgrade pip
+	$(VENV)/bin/python -m pip install -r requirements.txt
+	@touch $@
+
+# ---------------------------------------------------------------------------------------
+# The book
+
+book: venv
+	$(BIN)/jupyter-book build .
+
+serve:
+	@test -f $(HTML)/index.html || { echo 'No book in $(HTML): run "make book" first.'; exit 1; }
+	@echo 'Serving the book at http://$(HOST):$(PORT)/  (Ctrl-C stops)'
+	python3 -m http.server $(PORT) --bind $(HOST) --directory $(HTML)
+
+# The server's root is the repository, so jupytext finds jupytext.toml and keeps each
+# book/NN_*.md and notebooks/NN_*.ipynb pair in sync on save.
+lab: venv
+	$(BIN)/jupyter lab --ServerApp.root_dir='$(CURDIR)' --LabApp.default_url=/lab/tree/book
+
+notebooks: venv
+	@chapters='$(CHAPTERS)'; \
+	if [ -z "$$chapters" ]; then echo 'No paired chapter (book/NN_*.md with a jupytext header) yet.'; exit 0; fi; \
+	mkdir -p notebooks; \
+	for md in $$chapters; do \
+	  nb="notebooks/$$(basename "$$md" .md).ipynb"; \
+	  echo "=== $$md -> $$nb"; \
+	  $(BIN)/jupytext --update --to ipynb --output "$$nb" "$$md"; \
+	  $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
+	    --ExecutePreprocessor.record_timing=False --ExecutePreprocessor.timeout=600 "$$nb"; \
+	done
+
+# ---------------------------------------------------------------------------------------
+# Tests, in order; each stage is also a target of its own.
+
+test: venv
+	@timings=''; \
+	for stage in $(TEST_STAGES); do \
+	  echo; echo "=== make $$stage"; \
+	  start=$$(date +%s); \
+	  $(MAKE) --no-print-directory $$stage; \
+	  took=$$(( $$(date +%s) - start )); \
+	  echo "=== make $$stage passed in $$took s"; \
+	  timings="$$timings  $$stage: $$took s"$$'\n'; \
+	done; \
+	echo; echo 'All test stages passed:'; printf '%s' "$$timings"
+
+# Unit and property tests of the engine (everything but notebooks and browser tests).
+test-engine: venv
+	@$(call pytest_stage,tests -m "not notebooks and not browser")
+
+# Re-run every executed notebook and compare its outputs with the stored ones.
+test-notebooks: venv
+	@if compgen -G 'notebooks/*.ipynb' > /dev/null; then \
+	  $(BIN)/pytest -ra $(NBVAL_ARGS) notebooks/; \
+	else \
+	  echo 'notebooks/ holds no .ipynb yet: nothing for nbval to compare.'; \
+	fi
+
+# Each chapter has its executed notebook, with the same code, and is in _toc.yml.
+test-pairing: venv
+	$(BIN)/pytest -ra tests -m notebooks
+
+# The book builds with every warning an error, broken references included.
+test-build: venv
+	$(BIN)/jupyter-book build . -W -n --keep-going --all
+
+# Every built page in headless Chromium: offline, math typeset, images and links sound.
+test-browser: venv
+	$(BIN)/pytest -ra tests -m browser
+
+# ---------------------------------------------------------------------------------------
+
+clean:
+	rm -rf _build .pytest_cache .hypothesis .jupyter_cache
+	find . -path ./$(VENV) -prune -o -type d \( -name __pycache__ -o -name .ipynb_checkpoints \) -print0 \
+	  | xargs -0 rm -rf
