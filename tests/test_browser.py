@@ -1,0 +1,322 @@
+"""The built book (_build/html), page by page, in headless Chromium.
+
+Run after a build (`make test` builds first; alone: `make book && make test-browser`).
+The pages are served from 127.0.0.1 on a free port, and every request to any other address is
+blocked and reported: the book must read offline. On every page:
+
+- MathJax comes from the local server, and every math node (inline and display) is typeset,
+  without a MathJax error such as an undefined macro;
+- every image has loaded;
+- the console shows no error outside ALLOWED_CONSOLE_ERRORS, and no script throws;
+- every link to a page of the book points to a file that exists, and its #fragment to an
+  id on that page.
+
+Exercises must come with solutions that are collapsed dropdowns.
+"""
+
+import functools
+import http.server
+import re
+import threading
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[1]
+HTML_DIR = ROOT / "_build" / "html"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+NOT_PAGES = {"_static", "_sources", "_images", "_downloads"}
+# index.html only redirects to the first page; test_landing_page_redirects covers it.
+REDIRECTS = {"index.html"}
+MATHJAX_TIMEOUT_MS = 30_000
+
+# Console errors that are not the book's fault. Each entry: (regex on the message, reason).
+ALLOWED_CONSOLE_ERRORS = [
+]
+
+
+def built_pages():
+    if not HTML_DIR.is_dir():
+        return []
+    pages = (p.relative_to(HTML_DIR) for p in HTML_DIR.rglob("*.html"))
+    return sorted(p.as_posix() for p in pages
+                  if p.parts[0] not in NOT_PAGES and p.as_posix() not in REDIRECTS)
+
+
+PAGES = built_pages()
+EXERCISE_PAGES = [p for p in PAGES if 'class="exercise' in (HTML_DIR / p).read_text(encoding="utf-8")]
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def server():
+    """Serve _build/html on 127.0.0.1, on a port the OS picks; yields the base URL."""
+    if not (HTML_DIR / "index.html").is_file():
+        pytest.fail(f"no built book in {HTML_DIR}: run `make book` first", pytrace=False)
+    handler = functools.partial(_QuietHandler, directory=str(HTML_DIR))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium)",
+                    pytrace=False)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        yield chromium
+        chromium.close()
+
+
+class OfflinePage:
+    """A page opened in a fresh browser context where only the local server can be reached."""
+
+    def __init__(self, browser, base):
+        self.base = base
+        self.origin = urlsplit(base).netloc
+        self.blocked, self.console_errors, self.failed = [], [], []
+        self.context = browser.new_context()
+        self.context.route("**/*", self._route)
+        self.page = self.context.new_page()
+        self.page.on("console", self._console)
+        self.page.on("pageerror", lambda exc: self.console_errors.append(f"uncaught: {exc}"))
+        self.page.on("response", self._response)
+
+    def _route(self, route):
+        url = route.request.url
+        if urlsplit(url).netloc == self.origin:
+            route.continue_()
+        else:
+            self.blocked.append(url)
+            route.abort()
+
+    def _console(self, msg):
+        if msg.type == "error":
+            self.console_errors.append(msg.text)
+
+    def _response(self, response):
+        if response.status >= 400:
+            self.failed.append(f"{response.status} {response.url}")
+
+    def open(self, rel):
+        self.page.goto(f"{self.base}/{rel}", wait_until="load")
+        return self.page
+
+    def close(self):
+        self.context.close()
+
+
+@pytest.fixture
+def offline(browser, server):
+    page = OfflinePage(browser, server)
+    yield page
+    page.close()
+
+
+class _Ids(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.ids = set()
+
+    def handle_starttag(self, tag, attrs):
+        for name, value in attrs:
+            if name == "id" and value:
+                self.ids.add(value)
+
+
+@functools.lru_cache(maxsize=None)
+def ids_in(path):
+    parser = _Ids()
+    parser.feed(Path(path).read_text(encoding="utf-8"))
+    return frozenset(parser.ids)
+
+
+def _short(text, n=70):
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+# --- what each page must satisfy ------------------------------------------------------------
+
+def mathjax_problems(page, base):
+    problems = []
+    n_math = page.locator(".math").count()
+    if n_math == 0:
+        return problems
+    sources = page.evaluate(
+        "() => Array.from(document.scripts).map(s => s.src).filter(s => /mathjax/i.test(s))")
+    if not sources:
+        return [f"{n_math} math nodes but no MathJax script"]
+    problems += [f"MathJax loaded from outside the book: {s}" for s in sources if not s.startswith(base)]
+    try:
+        page.wait_for_function("() => window.MathJax && MathJax.startup && MathJax.startup.promise",
+                               timeout=MATHJAX_TIMEOUT_MS)
+        page.evaluate("() => MathJax.startup.promise")
+    except Exception as exc:  # noqa: BLE001 - reported as a page problem
+        return problems + [f"MathJax did not start: {_short(str(exc), 200)}"]
+    untypeset = page.evaluate(
+        "() => Array.from(document.querySelectorAll('.math'))"
+        "          .filter(el => !el.querySelector('mjx-container'))"
+        "          .map(el => el.textContent)")
+    problems += [f"math not typeset: {_short(t)}" for t in untypeset]
+    errors = page.evaluate(
+        "() => Array.from(document.querySelectorAll('mjx-merror'))"
+        "          .map(el => el.getAttribute('data-mjx-error') || el.textContent)")
+    problems += [f"MathJax error: {_short(e)}" for e in errors]
+    return problems
+
+
+def image_problems(page):
+    broken = page.evaluate(
+        """async () => {
+            const images = Array.from(document.images);
+            images.forEach(img => { img.loading = 'eager'; });
+            await Promise.all(images.map(img => img.complete ? null : new Promise(done => {
+                img.addEventListener('load', done); img.addEventListener('error', done);
+                setTimeout(done, 10000);
+            })));
+            return images.filter(img => !(img.complete && img.naturalWidth > 0))
+                         .map(img => img.getAttribute('src'));
+        }""")
+    return [f"image did not load: {src}" for src in broken]
+
+
+def link_problems(page, base, rel):
+    problems = []
+    links = page.evaluate(
+        "() => Array.from(document.querySelectorAll('a[href]'))"
+        "          .map(a => [a.getAttribute('href'), a.href])")
+    own_ids = set(page.evaluate("() => Array.from(document.querySelectorAll('[id]')).map(e => e.id)"))
+    origin = urlsplit(base).netloc
+    for raw, absolute in links:
+        url = urlsplit(absolute)
+        if url.scheme not in ("http", "https") or url.netloc != origin:
+            continue  # mailto:, javascript:, and links out of the book (not fetched)
+        path = unquote(url.path)
+        target = HTML_DIR / path.lstrip("/")
+        if path.endswith("/"):
+            target = target / "index.html"
+        if not target.is_file():
+            problems.append(f"broken link {raw!r}: no file {target.relative_to(HTML_DIR)}")
+            continue
+        fragment = unquote(url.fragment)
+        if not fragment or target.suffix != ".html":
+            continue
+        same_page = target == HTML_DIR / rel
+        ids = own_ids if same_page else ids_in(str(target))
+        if fragment not in ids:
+            problems.append(f"broken anchor {raw!r}: no id {fragment!r} in {target.relative_to(HTML_DIR)}")
+    return sorted(set(problems))
+
+
+def console_problems(messages):
+    return [f"console error: {_short(m, 200)}" for m in messages
+            if not any(re.search(pattern, m) for pattern, _reason in ALLOWED_CONSOLE_ERRORS)]
+
+
+# --- tests ----------------------------------------------------------------------------------
+
+def test_book_is_built():
+    assert (HTML_DIR / "index.html").is_file(), f"no built book in {HTML_DIR}: run `make book` first"
+    assert PAGES, f"{HTML_DIR} holds no page"
+
+
+def test_no_external_resources_in_html():
+    """No page or stylesheet asks for a script, style, font or image from another host."""
+    external = re.compile(r"^\s*(?:https?:)?//", re.IGNORECASE)
+    fetched = {"script": "src", "link": "href", "img": "src", "iframe": "src", "source": "src",
+               "audio": "src", "video": "src", "embed": "src", "object": "data"}
+
+    class Resources(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.found = []
+
+        def handle_starttag(self, tag, attrs):
+            attrs = dict(attrs)
+            url = attrs.get(fetched.get(tag, ""), "") or ""
+            if external.match(url):
+                self.found.append(f"<{tag}> {url}")
+
+    problems = []
+    for path in sorted(HTML_DIR.rglob("*.html")):
+        parser = Resources()
+        parser.feed(path.read_text(encoding="utf-8"))
+        problems += [f"{path.relative_to(HTML_DIR)}: {item}" for item in parser.found]
+    css_import = re.compile(r"""(?:@import\s+(?:url\()?|url\()\s*['"]?((?:https?:)?//[^'")\s]+)""")
+    for path in sorted(HTML_DIR.rglob("*.css")):
+        for url in css_import.findall(path.read_text(encoding="utf-8", errors="replace")):
+            problems.append(f"{path.relative_to(HTML_DIR)}: stylesheet loads {url}")
+    if problems:
+        pytest.fail("the book fetches from outside:\n  - " + "\n  - ".join(problems), pytrace=False)
+
+
+def test_landing_page_redirects(offline):
+    page = offline.open("index.html")
+    page.wait_for_url(re.compile(r"/book/intro\.html$"), timeout=10_000)
+    assert not offline.blocked, f"index.html: blocked requests {offline.blocked}"
+
+
+@pytest.mark.parametrize("rel", PAGES)
+def test_page(offline, rel):
+    page = offline.open(rel)
+    problems = [f"blocked request to outside the book: {url}" for url in offline.blocked]
+    problems += mathjax_problems(page, offline.base)
+    problems += image_problems(page)
+    problems += link_problems(page, offline.base, rel)
+    page.wait_for_load_state("networkidle")
+    problems += [f"failed request: {item}" for item in offline.failed]
+    problems += console_problems(offline.console_errors)
+    if page.evaluate("() => document.documentElement.dataset.mode") != "light":
+        problems.append("the default colour mode is not light")
+    if problems:
+        pytest.fail(f"{rel}: {len(problems)} problem(s)\n  - " + "\n  - ".join(problems), pytrace=False)
+
+
+@pytest.mark.parametrize("rel", EXERCISE_PAGES or [pytest.param(None, marks=pytest.mark.skip(
+    reason="no built page has an exercise yet"))])
+def test_solutions_are_collapsed_dropdowns(offline, rel):
+    """Every exercise has a solution, shown as a dropdown that starts closed and opens on click."""
+    page = offline.open(rel)
+    exercises = page.evaluate("() => Array.from(document.querySelectorAll('.exercise')).map(e => e.id)")
+    solutions = page.locator(".solution")
+    solved = set()
+    for i in range(solutions.count()):
+        solution = solutions.nth(i)
+        target = solution.locator(".admonition-title a").first.get_attribute("href") or ""
+        solved.add(target.rpartition("#")[2])
+        label = f"{rel}: solution to #{target.rpartition('#')[2]}"
+        classes = (solution.get_attribute("class") or "").split()
+        assert "dropdown" in classes, f"{label} is not a dropdown (use `:class: dropdown`)"
+        body = solution.locator("#solution-content, section").first
+        assert not body.is_visible(), f"{label} is shown open; it must start collapsed"
+        solution.locator(".admonition-title").first.click()
+        body.wait_for(state="visible", timeout=5_000)
+    unsolved = [e for e in exercises if e not in solved]
+    assert exercises, f"{rel}: no exercise found"
+    assert not unsolved, f"{rel}: exercises without a solution: {unsolved}"
