@@ -101,6 +101,7 @@ def odeint_vjp(f, y0, t, *, gradient="adjoint", method="dopri5", rtol=1e-7, atol
     adaptive = problem.tableau.adaptive and problem.step_size is None
     solve = integrate_adaptive if adaptive else integrate_fixed
     if gradient == "adjoint":
+        problem.record_steps = False
         solution = solve(problem)
         backward = _adjoint_backward(f, problem, solution.ys, reset_state)
     else:
@@ -186,7 +187,7 @@ def _solve_backward(aug, s, t_from, t_to, problem):
     times = np.array([t_from, t_to])
     f0 = aug(t_from, s)
     backward = Problem(aug, s, times, s.shape, problem.tableau, problem.rtol, problem.atol,
-                       problem.step_size, problem.max_num_steps, f0)
+                       problem.step_size, problem.max_num_steps, f0, record_steps=False)
     if problem.tableau.adaptive and problem.step_size is None:
         return integrate_adaptive(_augmented_tolerances(backward, problem))
     return integrate_fixed(backward)

@@ -35,6 +35,9 @@ class ODESolution:
         n_rejected: rejected steps (adaptive methods only).
         step_times: the time at the start of every accepted step, and the final time.
         rejected_times: ``(t, h)`` for every rejected attempt.
+
+    ``step_times`` and ``rejected_times`` stay empty when the solve was asked not to record its steps
+    (the adjoint method does so, to keep its memory independent of the number of steps).
     """
 
     ys: np.ndarray
@@ -61,6 +64,7 @@ class Problem:
     max_num_steps: int
     f0: np.ndarray
     zero: np.ndarray = None
+    record_steps: bool = True
 
     def __post_init__(self):
         self.zero = np.zeros(self.y0.size)
@@ -214,7 +218,7 @@ def integrate_fixed(problem, tape=None):
             y, k0 = y_new, (YK[-1].copy() if tab.fsal else None)
         ys[k + 1] = y
     return ODESolution(ys.reshape((len(t),) + problem.shape), t, nfe=nfe, n_steps=int(counts.sum()),
-                       step_times=_fixed_grid(t, counts))
+                       step_times=_fixed_grid(t, counts) if problem.record_steps else [])
 
 
 def _fixed_grid(t, counts):
@@ -251,7 +255,7 @@ def integrate_adaptive(problem, tape=None):
     t, tab = problem.t, problem.tableau
     direction = 1.0 if t[-1] >= t[0] else -1.0
     s_out, y, k0 = list(direction * t), problem.y0, problem.f0
-    sol = ODESolution(np.empty((len(t), y.size)), t, nfe=1, step_times=[t[0]])
+    sol = ODESolution(np.empty((len(t), y.size)), t, nfe=1, step_times=[t[0]] if problem.record_steps else [])
     sol.ys[0] = y
     if len(t) == 1:
         return _finish(sol, problem)
@@ -273,9 +277,10 @@ def integrate_adaptive(problem, tape=None):
         if tape is not None:
             tape.append(("step", tn, h, y, YK[1:]))
         tn, y, k0 = t_new, y_new, YK[-1]
-        sol.step_times.append(tn)
+        sol.n_steps += 1
+        if problem.record_steps:
+            sol.step_times.append(tn)
     sol.ys[-1] = y
-    sol.n_steps = len(sol.step_times) - 1
     return _finish(sol, problem)
 
 
@@ -290,7 +295,7 @@ def _attempt_until_accepted(problem, sol, tn, h_abs, direction, YK):
     min_step, rejected = 10.0 * math.ulp(tn), False
     h_abs = max(h_abs, min_step)
     while True:
-        if len(sol.step_times) - 1 + sol.n_rejected >= problem.max_num_steps:
+        if sol.n_steps + sol.n_rejected >= problem.max_num_steps:
             raise TooManyStepsError(tn, f"more than max_num_steps = {problem.max_num_steps} steps attempted",
                                     "Loosen rtol/atol, raise max_num_steps, or check the dynamics for stiffness")
         t_new = tn + h_abs * direction
@@ -304,7 +309,8 @@ def _attempt_until_accepted(problem, sol, tn, h_abs, direction, YK):
         if ratio <= 1.0 and finite:
             return t_new, h, y_new, abs(h) * step_factor(ratio, tab.error_order, rejected)
         sol.n_rejected += 1
-        sol.rejected_times.append((tn, h))
+        if problem.record_steps:
+            sol.rejected_times.append((tn, h))
         finite = finite and math.isfinite(ratio)
         if abs(h) <= min_step:
             _underflow(tn, abs(h), not finite)
