@@ -69,9 +69,17 @@ serve:
 	python3 -m http.server $(PORT) --bind $(HOST) --directory $(HTML)
 
 # The server's root is the repository, so jupytext finds jupytext.toml and keeps each
-# book/NN_*.md and notebooks/NN_*.ipynb pair in sync on save.
+# book/NN_*.md and notebooks/NN_*.ipynb pair in sync on save. The settings override makes
+# a double click on a chapter open it as a notebook (right click > Open With > Editor
+# still shows the text). LAB_ARGS passes more options, e.g. LAB_ARGS=--no-browser.
+LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings/overrides.json
+LAB_ARGS ?=
 lab: venv
-	$(BIN)/jupyter lab --ServerApp.root_dir='$(CURDIR)' --LabApp.default_url=/lab/tree/book
+	@mkdir -p $(dir $(LAB_SETTINGS))
+	@printf '%s\n' '{"@jupyterlab/docmanager-extension:plugin": {"defaultViewers":' \
+	  '  {"markdown": "Jupytext Notebook", "myst": "Jupytext Notebook"}}}' > $(LAB_SETTINGS)
+	$(BIN)/jupyter lab --ServerApp.root_dir='$(CURDIR)' --LabApp.default_url=/lab/tree/book \
+	  $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 notebooks: venv
 	@chapters='$(CHAPTERS)'; \
