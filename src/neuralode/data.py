@@ -1,0 +1,181 @@
+"""Toy data sets made in code, each drawn from a random generator the caller passes in.
+
+* :func:`spiral`: a trajectory of the cubic spiral ``dy/dt = (y**3) @ A`` of torchdiffeq's
+  ``ode_demo``, and :func:`trajectory_windows`, random short windows of it for minibatches;
+* :func:`two_moons` and :func:`concentric_circles`: two-class point clouds in the plane, the second
+  the set of Dupont, Doucet & Teh (2019) that no flow of the plane can separate linearly.
+"""
+
+from typing import NamedTuple
+
+import numpy as np
+
+from .solver import odeint
+
+SPIRAL_A = np.array([[-0.1, 2.0], [-2.0, -0.1]])
+"""The matrix ``A`` of the spiral dynamics ``dy/dt = (y**3) @ A``."""
+
+
+def spiral_dynamics(t, y):
+    """The true field of the spiral: ``dy/dt = (y**3) @ A`` with :data:`SPIRAL_A`, row-vector states."""
+    return (np.asarray(y, dtype=float) ** 3) @ SPIRAL_A
+
+
+def spiral(n_points=1000, t_max=25.0, *, y0=(2.0, 0.0), noise=0.0, rng=None, rtol=1e-10, atol=1e-12):
+    """A trajectory of :func:`spiral_dynamics` at ``n_points`` equally spaced times in ``[0, t_max]``.
+
+    Args:
+        n_points: the number of output times.
+        t_max: the end time.
+        y0: the initial state.
+        noise: the standard deviation of Gaussian noise added to every observation (``0`` for none).
+        rng: the random generator for the noise (needed only if ``noise > 0``).
+        rtol, atol: the tolerances of the reference solve (``dopri5``).
+
+    Returns:
+        ``(t, ys)``: times of shape ``(n_points,)`` and states of shape ``(n_points, 2)``.
+
+    Example:
+        >>> t, ys = spiral(100)
+        >>> ys.shape, ys[0].tolist()
+        ((100, 2), [2.0, 0.0])
+    """
+    if noise < 0:
+        raise ValueError(f"noise must be non-negative, got {noise!r}")
+    t = np.linspace(0.0, t_max, n_points)
+    ys = odeint(spiral_dynamics, np.asarray(y0, dtype=float), t, rtol=rtol, atol=atol)
+    if noise > 0:
+        if rng is None:
+            raise ValueError("pass rng=np.random.default_rng(seed) to draw the noise")
+        ys = ys + noise * rng.standard_normal(ys.shape)
+    return t, ys
+
+
+class Windows(NamedTuple):
+    """A minibatch of trajectory windows: ``ys[:, j]`` is the window that starts at ``starts[j]``.
+
+    Attributes:
+        y0: the first state of every window, shape ``(batch, *state)``.
+        t: the window's times relative to its start, ``t[:window] - t[0]``, shape ``(window,)``.
+        ys: the observed states, shape ``(window, batch, *state)``, with ``ys[0] == y0``.
+        starts: the start index of every window in the full trajectory, shape ``(batch,)``.
+    """
+
+    y0: np.ndarray
+    t: np.ndarray
+    ys: np.ndarray
+    starts: np.ndarray
+
+
+def trajectory_windows(t, ys, batch_size, window, rng):
+    """Draw ``batch_size`` distinct windows of ``window`` consecutive observations, as ``ode_demo``'s ``get_batch``.
+
+    Every window of an autonomous system started at its first state is the same initial value problem
+    over ``t[:window] - t[0]``, so one batched solve fits all of them.  The times must be equally spaced.
+
+    Args:
+        t: the observation times, shape ``(N,)``, equally spaced.
+        ys: the observations, shape ``(N, *state)``.
+        batch_size: the number of windows (at most ``N - window + 1``).
+        window: the number of observations per window (at least 2).
+        rng: the random generator that picks the start indices.
+
+    Returns:
+        A :class:`Windows` ``(y0, t, ys, starts)``.
+    """
+    t, ys = np.asarray(t, dtype=float), np.asarray(ys, dtype=float)
+    n = len(t)
+    if ys.shape[0] != n:
+        raise ValueError(f"ys has {ys.shape[0]} observations but t has {n} times")
+    if not 2 <= window <= n:
+        raise ValueError(f"window must be between 2 and len(t) = {n}, got {window}")
+    if not 1 <= batch_size <= n - window + 1:
+        raise ValueError(f"batch_size must be between 1 and len(t) - window + 1 = {n - window + 1}, got {batch_size}")
+    dt = np.diff(t)
+    if not np.allclose(dt, dt[0], rtol=1e-9, atol=0.0):
+        raise ValueError("t must be equally spaced, so that every window shares the relative times")
+    starts = np.sort(rng.choice(n - window + 1, size=batch_size, replace=False))
+    batch = ys[starts[None, :] + np.arange(window)[:, None]]
+    return Windows(batch[0], t[:window] - t[0], batch, starts)
+
+
+def _split(n):
+    """Sizes of two classes for ``n`` points: ``n // 2`` and the rest."""
+    if int(n) != n or n < 2:
+        raise ValueError(f"n must be an integer of at least 2, got {n!r}")
+    return int(n) // 2, int(n) - int(n) // 2
+
+
+def _shuffled(x, labels, rng):
+    order = rng.permutation(len(labels))
+    return x[order], labels[order]
+
+
+def two_moons(n, noise=0.1, rng=None):
+    """Two interleaving half circles, as scikit-learn's ``make_moons``, with angles drawn at random.
+
+    Class 0 lies on ``(cos a, sin a)``, class 1 on ``(1 - cos a, 0.5 - sin a)``, ``a`` uniform in
+    ``[0, pi]``, both with Gaussian noise of standard deviation ``noise``.
+
+    Returns:
+        ``(x, labels)``: points of shape ``(n, 2)`` and integer labels of shape ``(n,)``, shuffled.
+
+    Example:
+        >>> x, labels = two_moons(10, rng=np.random.default_rng(0))
+        >>> x.shape, int(labels.sum())
+        ((10, 2), 5)
+    """
+    rng = np.random.default_rng(0) if rng is None else rng
+    n0, n1 = _split(n)
+    a0, a1 = rng.uniform(0.0, np.pi, n0), rng.uniform(0.0, np.pi, n1)
+    x = np.concatenate([np.stack([np.cos(a0), np.sin(a0)], axis=1),
+                        np.stack([1.0 - np.cos(a1), 0.5 - np.sin(a1)], axis=1)])
+    x = x + noise * rng.standard_normal(x.shape)
+    return _shuffled(x, np.repeat([0, 1], [n0, n1]), rng)
+
+
+def _uniform_in_annulus(n, r_in, r_out, rng):
+    """``n`` points uniform (by area) in the annulus ``r_in <= |x| <= r_out`` of the plane."""
+    r = np.sqrt(rng.uniform(r_in**2, r_out**2, n))
+    a = rng.uniform(0.0, 2.0 * np.pi, n)
+    return np.stack([r * np.cos(a), r * np.sin(a)], axis=1)
+
+
+def concentric_circles(n, noise=0.0, rng=None, radii=(0.5, 1.0, 1.5)):
+    """A disk inside an annulus: the function ``g`` of Dupont, Doucet & Teh (2019), Section 3.
+
+    Class 0 is uniform in the disk ``|x| <= r1``, class 1 in the annulus ``r2 <= |x| <= r3``.  A neural
+    ODE on the plane is a homeomorphism: it cannot carry the disk out through the annulus, so no flow
+    followed by a linear head separates the classes exactly; one extra dimension makes room.
+
+    Args:
+        n: the number of points, split evenly between the classes.
+        noise: the standard deviation of Gaussian noise added to the points.
+        rng: the random generator.
+        radii: ``(r1, r2, r3)`` with ``0 < r1 < r2 < r3``.
+
+    Returns:
+        ``(x, labels)``: points of shape ``(n, 2)`` and integer labels of shape ``(n,)``, shuffled.
+    """
+    r1, r2, r3 = radii
+    if not 0 < r1 < r2 < r3:
+        raise ValueError(f"radii must satisfy 0 < r1 < r2 < r3, got {radii!r}")
+    rng = np.random.default_rng(0) if rng is None else rng
+    n0, n1 = _split(n)
+    x = np.concatenate([_uniform_in_annulus(n0, 0.0, r1, rng), _uniform_in_annulus(n1, r2, r3, rng)])
+    x = x + noise * rng.standard_normal(x.shape)
+    return _shuffled(x, np.repeat([0, 1], [n0, n1]), rng)
+
+
+def one_hot(labels, n_classes):
+    """Rows of the identity: ``one_hot(labels, k)[i, j] = 1`` where ``labels[i] == j``.
+
+    Example:
+        >>> one_hot(np.array([0, 2]), 3)
+        array([[1., 0., 0.],
+               [0., 0., 1.]])
+    """
+    labels = np.asarray(labels)
+    if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
+        raise ValueError(f"labels must lie in 0..{n_classes - 1}")
+    return np.eye(n_classes)[labels]
