@@ -168,11 +168,12 @@ def _adjoint_backward(f, problem, ys, reset_state):
             if reset_state:
                 s[:n] = ys[i].ravel()
             s[n:2 * n] += ys_bar[i].ravel()
-            t_bar[i] = float(np.sum(ys_bar[i] * f(t[i], ys[i])))
+            ds = aug(t[i], s)
+            t_bar[i] = float(ys_bar[i].ravel() @ ds[:n])
             s[-1] -= t_bar[i]
-            solution = _solve_backward(aug, s, t[i], t[i - 1], problem)
+            solution = _solve_backward(aug, s, ds, t[i], t[i - 1], problem)
             s = solution.ys[-1]
-            pullback.nfe_backward += solution.nfe + 1
+            pullback.nfe_backward += solution.nfe
             pullback.steps_backward += solution.n_steps
         pullback.z0_backward = s[:n].reshape(shape).copy()
         t_bar[0] = s[-1]
@@ -182,10 +183,14 @@ def _adjoint_backward(f, problem, ys, reset_state):
     return backward
 
 
-def _solve_backward(aug, s, t_from, t_to, problem):
-    """Integrate the augmented state from ``t_from`` back to ``t_to`` with the forward solve's settings."""
+def _solve_backward(aug, s, ds, t_from, t_to, problem):
+    """Integrate the augmented state from ``t_from`` back to ``t_to`` with the forward solve's settings.
+
+    ``ds = aug(t_from, s)`` is already known: its ``z`` block, ``f(t_from, z)``, also gave ``t_bar``
+    (the dynamics of ``s`` do not depend on ``a_t``, so changing ``a_t`` afterwards leaves it valid).
+    """
     times = np.array([t_from, t_to])
-    f0 = aug(t_from, s)
+    f0 = ds
     backward = Problem(aug, s, times, s.shape, problem.tableau, problem.rtol, problem.atol,
                        problem.step_size, problem.max_num_steps, f0, record_steps=False)
     if problem.tableau.adaptive and problem.step_size is None:
