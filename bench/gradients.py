@@ -16,7 +16,7 @@ import tracemalloc
 import numpy as np
 
 import neuralode as ne
-from neuralode.checks import fd_gradient, relative_error
+from neuralode.checks import fd_gradient, fd_param_gradients, relative_error
 from neuralode.nn import MLP, ravel_params
 
 RTOL, ATOL = 1e-7, 1e-9
@@ -37,17 +37,7 @@ def reference_gradient(f, y0, t, weights):
     def loss(y=y0, times=t):
         return float(np.sum(weights * ne.odeint(f, y, times, rtol=1e-12, atol=1e-12)))
 
-    grads = []
-    for p in f.params:
-        saved = p.copy()
-
-        def loss_p(q, p=p):
-            p[...] = q
-            return loss()
-
-        grads.append(fd_gradient(loss_p, saved))
-        p[...] = saved
-    return fd_gradient(lambda z: loss(y=z), y0), grads, fd_gradient(lambda s: loss(times=s), t)
+    return fd_gradient(lambda z: loss(y=z), y0), fd_param_gradients(loss, f.params), fd_gradient(lambda s: loss(times=s), t)
 
 
 def median_time(fn, repeats=15):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import neuralode as ne
-from neuralode.checks import check_dynamics_vjp, fd_gradient, relative_error
+from neuralode.checks import check_dynamics_vjp, fd_gradient, fd_param_gradients, relative_error
 from neuralode.nn import MLP
 
 FIXED = ["euler", "midpoint", "heun", "rk4"]
@@ -72,17 +72,7 @@ def _fd_all(f, y0, t, weights, **solver):
 
     gy = fd_gradient(lambda z: loss(y=z), y0)
     gt = fd_gradient(lambda s: loss(times=s), t)
-    gp = []
-    for p in f.params:
-        saved = p.copy()
-
-        def loss_p(q, p=p):
-            p[...] = q
-            return loss()
-
-        gp.append(fd_gradient(loss_p, saved))
-        p[...] = saved
-    return gy, gp, gt
+    return gy, fd_param_gradients(loss, f.params), gt
 
 
 def _assert_close(grads, reference, tol):

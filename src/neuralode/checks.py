@@ -47,6 +47,36 @@ def fd_gradient(loss, x, eps=1e-6):
     return grad
 
 
+def fd_param_gradients(loss, params, eps=1e-6):
+    """Central-difference gradients of ``loss()`` with respect to each array in ``params``.
+
+    Each array is perturbed in place, one entry at a time, and restored, so ``loss`` can simply
+    evaluate a model that holds these arrays (``loss = lambda: L(model)``).
+
+    Returns:
+        One gradient array per parameter array, in order.
+
+    Example:
+        >>> w = np.array([3.0])
+        >>> [g] = fd_param_gradients(lambda: float(w[0] ** 2), [w])
+        >>> bool(np.isclose(g[0], 6.0)), float(w[0])
+        (True, 3.0)
+    """
+    grads = []
+    for p in params:
+        saved = p.copy()
+
+        def loss_at(q, p=p):
+            p[...] = q
+            return loss()
+
+        try:
+            grads.append(fd_gradient(loss_at, saved, eps))
+        finally:
+            p[...] = saved
+    return grads
+
+
 def fd_jvp(fn, x, u, eps=1e-6):
     """The Jacobian-vector product ``J u`` of ``fn`` at ``x`` by a central difference along ``u``."""
     x, u = np.asarray(x, float), np.asarray(u, float)
@@ -97,15 +127,8 @@ def check_dynamics_vjp(f, t, y, rng, eps=1e-6):
     report = {"y": relative_error(y_bar, fd_vjp(lambda z: f(t, z), y, v, eps)),
               "t": relative_error(t_bar, fd_gradient(lambda s: float(np.sum(v * f(s[0], y))), np.array([t]), eps)),
               "params": []}
-    for p, p_bar in zip(f.params, params_bar):
-        saved = p.copy()
-
-        def loss(q):
-            p[...] = q
-            return float(np.sum(v * f(t, y)))
-
-        report["params"].append(relative_error(p_bar, fd_gradient(loss, saved, eps)))
-        p[...] = saved
+    fd = fd_param_gradients(lambda: float(np.sum(v * f(t, y))), f.params, eps)
+    report["params"] = [relative_error(p_bar, g) for p_bar, g in zip(params_bar, fd)]
     return report
 
 
