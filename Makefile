@@ -20,7 +20,10 @@ export JUPYTER_PREFER_ENV_PATH := 1
 # (MPLBACKEND=Agg, say) would make plt.show() warn and fail the strict build.
 unexport MPLBACKEND
 
-# Paired chapters: book/NN_*.md files with a jupytext header.
+# Paired chapters: book/NN_*.md files with a jupytext header. `make notebooks` keeps cell ids
+# (jupytext --update), records no timings and merges each cell's consecutive stream outputs
+# (how a kernel splits printed text varies from run to run), so unchanged chapters give
+# unchanged notebooks.
 # Override to re-execute a few: make notebooks CHAPTERS=book/03_euler_method.md
 CHAPTERS = $(shell grep -l '^jupytext:' book/[0-9][0-9]_*.md 2>/dev/null)
 
@@ -91,6 +94,8 @@ notebooks: venv
 	  $(BIN)/jupytext --update --to ipynb --output "$$nb" "$$md"; \
 	  $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
 	    --ExecutePreprocessor.record_timing=False --ExecutePreprocessor.timeout=600 "$$nb"; \
+	  $(BIN)/jupyter nbconvert --to notebook --inplace --log-level=WARN \
+	    --CoalesceStreamsPreprocessor.enabled=True "$$nb"; \
 	done
 
 # ---------------------------------------------------------------------------------------
