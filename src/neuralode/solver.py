@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import IntegrationError, NonFiniteError, StepSizeUnderflowError, TooManyStepsError
-from .stepsize import MIN_FACTOR, error_ratio, select_initial_step, step_factor
+from .stepsize import MIN_FACTOR, error_scale, rms_norm, select_initial_step, step_factor
 from .tableaux import TABLEAUX
 
 DEFAULT_MAX_NUM_STEPS = 100_000
@@ -70,40 +70,61 @@ class Problem:
         self.zero = np.zeros(self.y0.size)
 
 
+def _real_array(name, value):
+    """``value`` as a float array, or a ``ValueError`` naming the argument if it does not hold real numbers."""
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError):
+        raise ValueError(f"{name} must be an array of real numbers, got {value!r:.60}") from None
+    if array.dtype.kind not in "iuf":
+        raise ValueError(f"{name} must hold real numbers, got an array of dtype {array.dtype}")
+    return array.astype(float)
+
+
 def _check_times(t):
-    t = np.asarray(t, dtype=float) if np.isrealobj(t) else None
-    if t is None or t.ndim != 1 or t.size == 0:
-        raise ValueError("t must be a non-empty 1-D array of real output times")
-    if not np.all(np.isfinite(t)):
+    t = _real_array("t", t)
+    if t.ndim != 1 or t.size == 0:
+        raise ValueError(f"t must be a non-empty 1-D array of output times, got shape {t.shape}")
+    if not np.isfinite(t).all():
         raise ValueError("t must contain only finite times")
     if t.size > 1:
         dt = np.diff(t)
-        if not (np.all(dt > 0) or np.all(dt < 0)):
-            raise ValueError("t must be strictly increasing or strictly decreasing")
+        if not ((dt > 0).all() or (dt < 0).all()):
+            raise ValueError("t must be strictly increasing or strictly decreasing (no repeated times)")
     return t
 
 
 def _check_state(y0):
-    if not np.isrealobj(y0) or np.asarray(y0).dtype == object:
-        raise ValueError("y0 must be an array of real numbers")
-    y0 = np.array(y0, dtype=float)
+    y0 = _real_array("y0", y0)
     if y0.size == 0:
         raise ValueError("y0 must not be empty")
-    if not np.all(np.isfinite(y0)):
+    if not np.isfinite(y0).all():
         raise ValueError("y0 must contain only finite values")
     return y0
 
 
 def _check_tolerance(name, value, shape, allow_zero):
-    value = np.asarray(value, dtype=float)
-    low_ok = np.all(value >= 0) if allow_zero else np.all(value > 0)
-    if not (np.all(np.isfinite(value)) and low_ok):
-        raise ValueError(f"{name} must be finite and {'non-negative' if allow_zero else 'positive'}")
+    value = _real_array(name, value)
+    low_ok = (value >= 0).all() if allow_zero else (value > 0).all()
+    if not (np.isfinite(value).all() and low_ok):
+        raise ValueError(f"{name} must be finite and {'non-negative' if allow_zero else 'positive'}, got {value}")
     try:
-        value = np.broadcast_to(value, shape).reshape(-1) if value.ndim else float(value)
+        return np.broadcast_to(value, shape).reshape(-1) if value.ndim else float(value)
     except ValueError:
-        raise ValueError(f"{name} of shape {value.shape} does not broadcast to y0's shape {shape}")
-    return value
+        raise ValueError(f"{name} of shape {value.shape} does not broadcast to y0's shape {shape}") from None
+
+
+def _check_step_size(step_size):
+    number = isinstance(step_size, (int, float, np.integer, np.floating)) and not isinstance(step_size, bool)
+    if step_size is not None and not (number and math.isfinite(step_size) and step_size > 0):
+        raise ValueError(f"step_size must be None or a positive finite number, got {step_size!r}")
+    return None if step_size is None else float(step_size)
+
+
+def _check_max_num_steps(max_num_steps):
+    if isinstance(max_num_steps, bool) or not isinstance(max_num_steps, (int, np.integer)) or max_num_steps < 1:
+        raise ValueError(f"max_num_steps must be a positive integer, got {max_num_steps!r}")
+    return int(max_num_steps)
 
 
 def _flat_dynamics(func, shape):
@@ -128,21 +149,25 @@ def prepare(func, y0, t, method, rtol, atol, step_size, max_num_steps):
     y0, t = _check_state(y0), _check_times(t)
     if method not in TABLEAUX:
         raise ValueError(f"unknown method {method!r}; choose one of {sorted(TABLEAUX)}")
-    tableau = TABLEAUX[method]
     rtol = _check_tolerance("rtol", rtol, y0.shape, allow_zero=False)
     atol = _check_tolerance("atol", atol, y0.shape, allow_zero=True)
-    if step_size is not None and not (np.isscalar(step_size) and np.isfinite(step_size) and step_size > 0):
-        raise ValueError(f"step_size must be None or a positive finite number, got {step_size!r}")
-    if isinstance(max_num_steps, bool) or not isinstance(max_num_steps, (int, np.integer)) or max_num_steps < 1:
-        raise ValueError(f"max_num_steps must be a positive integer, got {max_num_steps!r}")
-    f0 = np.asarray(func(t[0], y0.copy()), dtype=float)
-    if f0.shape != y0.shape:
-        raise ValueError(f"func(t, y) returned shape {f0.shape}; it must return dy/dt with y's shape {y0.shape}")
-    if not np.all(np.isfinite(f0)):
-        raise NonFiniteError(t[0], "func(t, y) returned a non-finite derivative at the initial state")
-    fun = _flat_dynamics(func, y0.shape)
-    return Problem(fun, y0.reshape(-1), t, y0.shape, tableau, rtol, atol,
-                   None if step_size is None else float(step_size), int(max_num_steps), f0.reshape(-1))
+    step_size, max_num_steps = _check_step_size(step_size), _check_max_num_steps(max_num_steps)
+    f0 = _check_derivative(func(float(t[0]), y0.copy()), y0.shape, t[0])
+    return Problem(_flat_dynamics(func, y0.shape), y0.reshape(-1), t, y0.shape, TABLEAUX[method], rtol, atol,
+                   step_size, max_num_steps, f0.reshape(-1))
+
+
+def _check_derivative(f0, shape, t0):
+    try:
+        f0 = np.asarray(f0)
+    except (ValueError, TypeError):
+        f0 = np.asarray(None)
+    if f0.shape != shape or f0.dtype.kind not in "iuf":
+        raise ValueError(f"func(t, y) returned {f0.dtype} of shape {f0.shape}; it must return dy/dt as real "
+                         f"numbers with y's shape {shape}")
+    if not np.isfinite(f0).all():
+        raise NonFiniteError(t0, "func(t, y) returned a non-finite derivative at the initial state")
+    return f0.astype(float)
 
 
 def rk_step(fun, t, h, tableau, YK):
@@ -210,7 +235,7 @@ def integrate_fixed(problem, tape=None):
             YK[1] = k0
             y_new = rk_step(fun, tn, h, tab, YK)[0]
             nfe += tab.stages - 1
-            if not math.isfinite(float(y_new.sum())):
+            if not math.isfinite(y_new.dot(problem.zero)):   # 0 * y is NaN exactly where y is inf or NaN
                 raise NonFiniteError(tn + h, "the state became infinite or NaN",
                                      "The solution may blow up here, or the step is too large for stability")
             if tape is not None:
@@ -228,16 +253,16 @@ def _fixed_grid(t, counts):
     return grid
 
 
-_POWERS = np.arange(1, 5)
+_POWERS = np.arange(1.0, 5.0)
 
 
 def dense_eval(y, h, K, dense, theta):
     """Evaluate the continuous extension of one step at fractions ``theta`` (an array) of the step.
 
     ``y(t + theta h) = y + h * K.T @ (P @ [theta, theta^2, theta^3, theta^4])``, returned with one row
-    per value of ``theta``.
+    per value of ``theta``.  (The adaptive loop evaluates the same polynomial for many steps at once.)
     """
-    return y + (theta[:, None] ** _POWERS).dot((h * dense.T).dot(K))
+    return y + (h * theta[:, None] ** _POWERS).dot(dense.T.dot(K))
 
 
 def integrate_adaptive(problem, tape=None):
@@ -252,72 +277,152 @@ def integrate_adaptive(problem, tape=None):
         tape: a list; if given, ``("step", t_n, h, y_n, K)`` is appended for every accepted step and
             ``("out", i, theta)`` for every output time ``t[i]`` it serves (for backprop).
     """
-    t, tab = problem.t, problem.tableau
-    direction = 1.0 if t[-1] >= t[0] else -1.0
-    s_out, y, k0 = list(direction * t), problem.y0, problem.f0
-    sol = ODESolution(np.empty((len(t), y.size)), t, nfe=1, step_times=[t[0]] if problem.record_steps else [])
-    sol.ys[0] = y
+    t, record = problem.t, problem.record_steps
+    sol = ODESolution(np.empty((len(t), problem.y0.size)), t, nfe=1, step_times=[float(t[0])] if record else [])
+    sol.ys[0] = y_new = problem.y0
     if len(t) == 1:
         return _finish(sol, problem)
-    h_abs = select_initial_step(problem.fun, t[0], y, k0, direction, tab.error_order,
-                                problem.rtol, problem.atol, abs(t[-1] - t[0]))
-    sol.nfe += 1
-    tn, t_end, i_out = float(t[0]), float(t[-1]), 1
-    while direction * (t_end - tn) > 0:
-        YK = np.zeros((tab.stages + 1, y.size))
-        YK[0], YK[1] = y, k0
-        t_new, h, y_new, h_abs = _attempt_until_accepted(problem, sol, tn, h_abs, direction, YK)
-        j = bisect.bisect_right(s_out, direction * t_new)
-        if j > i_out:
-            theta = (t[i_out:j] - tn) / h
-            sol.ys[i_out:j] = dense_eval(y, h, YK[1:], tab.dense, theta)
-            if tape is not None:
-                tape.extend(("out", i, th) for i, th in zip(range(i_out, j), theta))
-            i_out = j
+    control = _StepControl(problem, sol)
+    outputs = _DenseOutput(sol, problem.tableau, control.direction, tape)
+    for tn, t_new, h, YK, y_new in control.accepted_steps():
+        outputs.serve(tn, h, t_new, YK)
         if tape is not None:
-            tape.append(("step", tn, h, y, YK[1:]))
-        tn, y, k0 = t_new, y_new, YK[-1]
-        sol.n_steps += 1
-        if problem.record_steps:
-            sol.step_times.append(tn)
-    sol.ys[-1] = y
+            tape.append(("step", tn, h, YK[0], YK[1:]))
+        if record:
+            sol.step_times.append(t_new)
+    outputs.flush()
+    sol.ys[-1] = y_new
+    sol.nfe, sol.n_steps = control.nfe, control.attempts - sol.n_rejected
     return _finish(sol, problem)
 
 
-def _attempt_until_accepted(problem, sol, tn, h_abs, direction, YK):
-    """Try steps from ``tn``, shrinking after each rejection, until one passes the error test.
+class _StepControl:
+    """The accept-or-reject loop of one adaptive solve, and what it carries from step to step.
 
-    Returns:
-        ``(t_new, h, y_new, h_next)``: the accepted step and the size to try next.  ``YK`` holds the
-        state and the accepted step's stages.
+    It keeps the tolerances as arrays shaped like the state (for small states NumPy is faster at
+    array-by-array than at array-by-scalar arithmetic) and the error scale of the current state
+    (:func:`~neuralode.stepsize.error_scale`), so that each attempt computes only the new state's.
     """
-    fun, tab, t_end = problem.fun, problem.tableau, float(problem.t[-1])
-    min_step, rejected = 10.0 * math.ulp(tn), False
-    h_abs = max(h_abs, min_step)
-    while True:
-        if sol.n_steps + sol.n_rejected >= problem.max_num_steps:
-            raise TooManyStepsError(tn, f"more than max_num_steps = {problem.max_num_steps} steps attempted",
-                                    "Loosen rtol/atol, raise max_num_steps, or check the dynamics for stiffness")
-        t_new = tn + h_abs * direction
-        if direction * (t_new - t_end) > 0:
-            t_new = t_end
-        h = t_new - tn
-        y_new, W = rk_step(fun, tn, h, tab, YK)
-        sol.nfe += tab.stages - 1
-        finite = math.isfinite(y_new.dot(problem.zero))  # 0 * y is NaN exactly where y is inf or NaN
-        ratio = error_ratio(W[-1].dot(YK), YK[0], y_new, problem.rtol, problem.atol)
-        if ratio <= 1.0 and finite:
-            return t_new, h, y_new, abs(h) * step_factor(ratio, tab.error_order, rejected)
-        sol.n_rejected += 1
-        if problem.record_steps:
-            sol.rejected_times.append((tn, h))
+
+    def __init__(self, problem, sol):
+        t, n = problem.t, problem.y0.size
+        self.problem, self.sol = problem, sol
+        self.direction, self.t_end = (1.0 if t[-1] >= t[0] else -1.0), float(t[-1])
+        self.rtol, self.atol = np.full(n, problem.rtol), np.full(n, problem.atol)
+        self.attempts, self.nfe = 0, 2      # so far: f(t0, y0) and the initial step selection's evaluation
+
+    def accepted_steps(self):
+        """Yield every accepted step as ``(t_n, t_n+1, h, YK, y_n+1)``, until ``t[-1]`` is reached.
+
+        ``YK`` holds ``y_n`` and the step's stages (see :func:`rk_step`).
+        A rejected attempt is retried from ``t_n`` with a smaller step before anything is yielded.
+        """
+        fun, tab, direction, t_end = self.problem.fun, self.problem.tableau, self.direction, self.t_end
+        rtol, atol, zero, s = self.rtol, self.atol, self.problem.zero, self.problem.tableau.stages
+        tn, y, k0, h_abs = float(self.problem.t[0]), self.problem.y0, self.problem.f0, self._initial_step()
+        scale, attempts, max_attempts = error_scale(y, rtol, atol), 0, self.problem.max_num_steps
+        while direction * (t_end - tn) > 0:
+            YK = np.zeros((s + 1, y.size))      # a new array each step: the tape keeps its stages
+            YK[0] = y
+            YK[1] = self._first_stage(tn, y) if k0 is None else k0
+            min_step, rejected = 10.0 * math.ulp(tn), False
+            h_abs = max(h_abs, min_step)
+            while True:
+                if attempts == max_attempts:
+                    _too_many_steps(tn, max_attempts)
+                attempts += 1
+                t_new = tn + h_abs * direction
+                if direction * (t_new - t_end) > 0:
+                    t_new = t_end
+                h = t_new - tn
+                y_new, W = rk_step(fun, tn, h, tab, YK)
+                finite = math.isfinite(y_new.dot(zero))   # 0 * y is NaN exactly where y is inf or NaN
+                scale_new = error_scale(y_new, rtol, atol)
+                ratio = rms_norm(W[s + 1].dot(YK) / np.maximum(scale, scale_new))  # = error_ratio
+                if ratio <= 1.0 and finite:
+                    break
+                h_abs, rejected = self._reject(tn, h, ratio, finite, min_step, YK), True
+            yield tn, t_new, h, YK, y_new
+            h_abs = abs(h) * step_factor(ratio, tab.error_order, rejected)
+            tn, y, k0, scale = t_new, y_new, (YK[s] if tab.fsal else None), scale_new
+        self.attempts = attempts
+        self.nfe += (s - 1) * attempts        # each attempt evaluates every stage but the first
+
+    def _initial_step(self):
+        p = self.problem
+        return select_initial_step(p.fun, p.t[0], p.y0, p.f0, self.direction, p.tableau.error_order,
+                                   p.rtol, p.atol, abs(p.t[-1] - p.t[0]))
+
+    def _first_stage(self, tn, y):
+        """``k_1 = f(t_n, y_n)``, for a method whose last stage is not the next step's first."""
+        self.nfe += 1
+        return self.problem.fun(tn, y)
+
+    def _reject(self, tn, h, ratio, finite, min_step, YK):
+        """Record a rejected attempt and return the size of the next one (or raise if there is none)."""
+        self.sol.n_rejected += 1
+        if self.problem.record_steps:
+            self.sol.rejected_times.append((tn, h))
         finite = finite and math.isfinite(ratio)
         if abs(h) <= min_step:
             _underflow(tn, abs(h), not finite)
-        h_abs = abs(h) * (step_factor(ratio, tab.error_order) if finite else MIN_FACTOR)
         if not finite:
-            YK[2:] = 0.0
-        rejected = True
+            YK[2:] = 0.0                     # the stages not recomputed next must be finite
+        return abs(h) * (step_factor(ratio, self.problem.tableau.error_order) if finite else MIN_FACTOR)
+
+
+_BATCH = 2**16
+"""Dense output is evaluated in batches of about this many numbers, which bounds its temporary arrays."""
+
+
+class _DenseOutput:
+    """Serves each output time from the continuous extension of the step that contains it.
+
+    An accepted step that contains output times only joins a waiting list; when the list holds about
+    ``_BATCH`` numbers, and at the end, the outputs of all its steps are evaluated together with the
+    formula of :func:`dense_eval`.  A few large NumPy operations instead of several small ones per step
+    make dense output almost free for small states.
+    """
+
+    def __init__(self, sol, tableau, direction, tape):
+        self.ys, self.t, self.tape, self.direction = sol.ys, sol.t, tape, direction
+        self.keys = (direction * sol.t).tolist()   # increasing, for bisect
+        self.dense_T = tableau.dense.T
+        self.max_waiting = max(1, _BATCH // ((tableau.stages + 1) * sol.ys.shape[1]))
+        self.next, self.waiting = 1, []              # the first output time not served yet
+
+    def serve(self, tn, h, t_new, YK):
+        """Take the outputs in ``(tn, t_new]`` from the step of size ``h`` whose state and stages are ``YK``."""
+        j = bisect.bisect_right(self.keys, self.direction * t_new)
+        if j > self.next:
+            self.waiting.append((self.next, j, tn, h, YK))
+            if self.tape is not None:
+                self.tape.extend(("out", i, (self.t[i] - tn) / h) for i in range(self.next, j))
+            self.next = j
+            if len(self.waiting) == self.max_waiting:
+                self.flush()
+
+    def flush(self):
+        """Evaluate the outputs of every waiting step: ``y_m + h_m K_m.T P [theta, .., theta^4]``."""
+        if not self.waiting:
+            return
+        first, last, t_start, h, YK = zip(*self.waiting)
+        YK, h = np.array(YK), np.array(h)
+        hPK = h[:, None, None] * np.matmul(self.dense_T, YK[:, 1:])   # (steps, 4, n)
+        step = np.repeat(np.arange(len(h)), np.subtract(last, first))  # the step of each output
+        out = slice(first[0], last[-1])
+        theta = (self.t[out] - np.array(t_start)[step]) / h[step]
+        powers, ys = theta[:, None] ** _POWERS, self.ys[out]
+        chunk = max(1, _BATCH // hPK[0].size)
+        for a in range(0, len(step), chunk):
+            m = step[a:a + chunk]
+            ys[a:a + chunk] = YK[m, 0] + np.einsum("ip,ipn->in", powers[a:a + chunk], hPK[m])
+        self.waiting = []
+
+
+def _too_many_steps(tn, max_num_steps):
+    raise TooManyStepsError(tn, f"more than max_num_steps = {max_num_steps} steps attempted",
+                            "Loosen rtol/atol, raise max_num_steps, or check the dynamics for stiffness")
 
 
 def _underflow(tn, h_abs, nonfinite):

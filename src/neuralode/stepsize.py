@@ -20,14 +20,26 @@ MAX_FACTOR = 10.0
 
 def rms_norm(x):
     """The root-mean-square norm ``sqrt(mean(x**2))`` over every entry of ``x``."""
-    return math.sqrt(float(x.dot(x)) / x.size)
+    return math.sqrt(x.dot(x) / x.size)
+
+
+def error_scale(y, rtol, atol):
+    """The error tolerated in each entry of a state ``y``: ``atol + rtol * |y|``.
+
+    Example:
+        >>> error_scale(np.array([-2.0, 0.0]), 1e-3, 1e-6)
+        array([2.001e-03, 1.000e-06])
+    """
+    return np.abs(y) * rtol + atol
 
 
 def error_ratio(err, y_old, y_new, rtol, atol):
     """How large the local error estimate is compared with the tolerance; ``<= 1`` accepts the step.
 
     The ratio is the RMS norm over the whole state of
-    ``err / (atol + rtol * max(|y_old|, |y_new|))``.
+    ``err / (atol + rtol * max(|y_old|, |y_new|))``.  Since ``atol + rtol * |y|`` grows with ``|y|``,
+    the denominator is also ``max(error_scale(y_old), error_scale(y_new))``, which lets the adaptive
+    loop keep each accepted state's scale for the next step instead of computing it twice.
 
     Args:
         err: the local error estimate ``h * sum_i (b_i - b_hat_i) k_i``, flat.
@@ -38,9 +50,7 @@ def error_ratio(err, y_old, y_new, rtol, atol):
         >>> float(error_ratio(np.array([1e-6]), np.array([1.0]), np.array([1.0]), 1e-6, 0.0))
         1.0
     """
-    scale = np.maximum(np.abs(y_old), np.abs(y_new))
-    scale *= rtol
-    scale += atol
+    scale = np.maximum(error_scale(y_old, rtol, atol), error_scale(y_new, rtol, atol))
     return rms_norm(err / scale)
 
 
@@ -63,7 +73,7 @@ def select_initial_step(fun, t0, y0, f0, direction, error_order, rtol, atol, int
     Returns:
         The absolute size of the first step to try.  Costs one function evaluation.
     """
-    scale = atol + np.abs(y0) * rtol
+    scale = error_scale(y0, rtol, atol)
     d0, d1 = rms_norm(y0 / scale), rms_norm(f0 / scale)
     h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
     h0 = min(h0, interval)
