@@ -169,7 +169,8 @@ def _adjoint_backward(f, problem, ys, reset_state):
                 s[:n] = ys[i].ravel()
             s[n:2 * n] += ys_bar[i].ravel()
             ds = aug(t[i], s)
-            t_bar[i] = float(ys_bar[i].ravel() @ ds[:n])
+            f_i = ds[:n] if reset_state else np.ravel(f(t[i], ys[i]))
+            t_bar[i] = float(ys_bar[i].ravel() @ f_i)
             s[-1] -= t_bar[i]
             solution = _solve_backward(aug, s, ds, t[i], t[i - 1], problem)
             s = solution.ys[-1]
@@ -186,8 +187,9 @@ def _adjoint_backward(f, problem, ys, reset_state):
 def _solve_backward(aug, s, ds, t_from, t_to, problem):
     """Integrate the augmented state from ``t_from`` back to ``t_to`` with the forward solve's settings.
 
-    ``ds = aug(t_from, s)`` is already known: its ``z`` block, ``f(t_from, z)``, also gave ``t_bar``
-    (the dynamics of ``s`` do not depend on ``a_t``, so changing ``a_t`` afterwards leaves it valid).
+    ``ds = aug(t_from, s)`` is already known: its ``z`` block, ``f(t_from, z)``, also gives ``t_bar``
+    when ``z`` was reset to the stored value (the dynamics of ``s`` do not depend on ``a_t``, so
+    changing ``a_t`` afterwards leaves ``ds`` valid).
     """
     times = np.array([t_from, t_to])
     f0 = ds
