@@ -100,6 +100,17 @@ def test_concentric_circles_without_noise_respect_the_radii():
         data.concentric_circles(10, radii=(1.0, 0.5, 1.5))
 
 
+@pytest.mark.parametrize("dim", [1, 2, 3])
+def test_concentric_spheres_in_any_dimension(dim):
+    x, labels = data.concentric_spheres(301, dim, 0.0, np.random.default_rng(1), radii=(0.3, 0.6, 0.9))
+    r = np.linalg.norm(x, axis=1)
+    assert x.shape == (301, dim) and abs(np.sum(labels == 0) - np.sum(labels == 1)) <= 1
+    assert np.all(r[labels == 0] <= 0.3) and np.all((r[labels == 1] >= 0.6) & (r[labels == 1] <= 0.9))
+    assert np.median(r[labels == 0]) > 0.3 * 0.5 ** (1 / dim) * 0.8
+    if dim == 1:
+        assert 0 < np.sum(x[labels == 1] > 0) < np.sum(labels == 1)
+
+
 def test_one_hot():
     assert np.array_equal(data.one_hot([1, 0, 2], 3), np.eye(3)[[1, 0, 2]])
     with pytest.raises(ValueError, match="labels"):

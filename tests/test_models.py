@@ -197,3 +197,12 @@ def test_resnet_classifier_pullback():
     rng = np.random.default_rng(5)
     model = nn.ResNetClassifier(2, 5, 2, 3, rng=rng)
     classifier_gradient_errors(model, rng.standard_normal((4, 2)), rng.standard_normal((4, 3)), rng)
+
+
+def test_init_normal():
+    f = nn.init_normal(nn.CubeInputMLP([2, 200, 2]), 0.1, np.random.default_rng(0))
+    weights, biases = f.params[0::2], f.params[1::2]
+    assert all(np.all(b == 0.0) for b in biases)
+    assert 0.09 < np.std(weights[0]) < 0.11 and weights[1].shape == (2, 200)
+    g = nn.init_normal(nn.CubeInputMLP([2, 200, 2]), 0.1, np.random.default_rng(0))
+    assert all(np.array_equal(p, q) for p, q in zip(f.params, g.params))

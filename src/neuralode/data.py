@@ -3,7 +3,8 @@
 * :func:`spiral`: a trajectory of the cubic spiral ``dy/dt = (y**3) @ A`` of torchdiffeq's
   ``ode_demo``, and :func:`trajectory_windows`, random short windows of it for minibatches;
 * :func:`two_moons` and :func:`concentric_circles`: two-class point clouds in the plane, the second
-  the set of Dupont, Doucet & Teh (2019) that no flow of the plane can separate linearly.
+  the set of Dupont, Doucet & Teh (2019) that no flow of the plane can separate linearly
+  (:func:`concentric_spheres` in any dimension).
 """
 
 from typing import NamedTuple
@@ -134,37 +135,56 @@ def two_moons(n, noise=0.1, rng=None):
     return _shuffled(x, np.repeat([0, 1], [n0, n1]), rng)
 
 
-def _uniform_in_annulus(n, r_in, r_out, rng):
-    """``n`` points uniform (by area) in the annulus ``r_in <= |x| <= r_out`` of the plane."""
-    r = np.sqrt(rng.uniform(r_in**2, r_out**2, n))
-    a = rng.uniform(0.0, 2.0 * np.pi, n)
-    return np.stack([r * np.cos(a), r * np.sin(a)], axis=1)
+def _uniform_in_shell(n, dim, r_in, r_out, rng):
+    """``n`` points uniform (by volume) in the shell ``r_in <= |x| <= r_out`` of ``R^dim``.
+
+    The direction is a normalised Gaussian vector; the radius has ``P(|x| <= r) ~ r^dim``.
+    """
+    direction = rng.standard_normal((n, dim))
+    direction /= np.linalg.norm(direction, axis=1, keepdims=True)
+    r = rng.uniform(r_in**dim, r_out**dim, n) ** (1.0 / dim)
+    return r[:, None] * direction
 
 
-def concentric_circles(n, noise=0.0, rng=None, radii=(0.5, 1.0, 1.5)):
-    """A disk inside an annulus: the function ``g`` of Dupont, Doucet & Teh (2019), Section 3.
+def concentric_spheres(n, dim=2, noise=0.0, rng=None, radii=(0.5, 1.0, 1.5)):
+    """A ball inside a shell: the function ``g`` of Dupont, Doucet & Teh (2019), Section 3, in ``R^dim``.
 
-    Class 0 is uniform in the disk ``|x| <= r1``, class 1 in the annulus ``r2 <= |x| <= r3``.  A neural
-    ODE on the plane is a homeomorphism: it cannot carry the disk out through the annulus, so no flow
-    followed by a linear head separates the classes exactly; one extra dimension makes room.
+    Class 0 is uniform in the ball ``|x| <= r1``, class 1 in the shell ``r2 <= |x| <= r3``.  The flow
+    of a neural ODE on ``R^dim`` is a homeomorphism: it cannot carry the ball out through the shell
+    that surrounds it, so no flow followed by a linear head separates the classes exactly.  On the
+    line (``dim=1``) the flow keeps the order of points, and at most three quarters of them can be
+    classified right; in the plane a flow can squeeze a thin neck of the annulus across the boundary.
+    One extra dimension makes room (:func:`~neuralode.nn.augment`).
 
     Args:
         n: the number of points, split evenly between the classes.
+        dim: the dimension of the space.
         noise: the standard deviation of Gaussian noise added to the points.
         rng: the random generator.
         radii: ``(r1, r2, r3)`` with ``0 < r1 < r2 < r3``.
 
     Returns:
-        ``(x, labels)``: points of shape ``(n, 2)`` and integer labels of shape ``(n,)``, shuffled.
+        ``(x, labels)``: points of shape ``(n, dim)`` and integer labels of shape ``(n,)``, shuffled.
     """
     r1, r2, r3 = radii
     if not 0 < r1 < r2 < r3:
         raise ValueError(f"radii must satisfy 0 < r1 < r2 < r3, got {radii!r}")
+    if int(dim) != dim or dim < 1:
+        raise ValueError(f"dim must be a positive integer, got {dim!r}")
     rng = np.random.default_rng(0) if rng is None else rng
     n0, n1 = _split(n)
-    x = np.concatenate([_uniform_in_annulus(n0, 0.0, r1, rng), _uniform_in_annulus(n1, r2, r3, rng)])
+    x = np.concatenate([_uniform_in_shell(n0, int(dim), 0.0, r1, rng), _uniform_in_shell(n1, int(dim), r2, r3, rng)])
     x = x + noise * rng.standard_normal(x.shape)
     return _shuffled(x, np.repeat([0, 1], [n0, n1]), rng)
+
+
+def concentric_circles(n, noise=0.0, rng=None, radii=(0.5, 1.0, 1.5)):
+    """A disk inside an annulus in the plane: :func:`concentric_spheres` with ``dim=2``.
+
+    Returns:
+        ``(x, labels)``: points of shape ``(n, 2)`` and integer labels of shape ``(n,)``, shuffled.
+    """
+    return concentric_spheres(n, 2, noise, rng, radii)
 
 
 def one_hot(labels, n_classes):
