@@ -129,8 +129,10 @@ test-notebooks: venv
 test-pairing: venv
 	$(BIN)/pytest -ra tests -m notebooks
 
-# The book builds with every warning an error, broken references included.
+# The book builds with every warning an error, broken references included. It starts from an
+# empty output folder, so no page of a removed or renamed chapter survives into the browser test.
 test-build: venv
+	rm -rf $(HTML)
 	$(BIN)/jupyter-book build . -W -n --keep-going --all
 
 # Every built page in headless Chromium: offline, math typeset, images and links sound.
