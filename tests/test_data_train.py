@@ -195,7 +195,9 @@ def test_fit_min_delta_and_no_patience():
     val = iter([1.0, 2.0, 3.0])
     history = train.fit(scripted([1.0] * 3, param), 3, report_every=None, val_fn=lambda: next(val), val_every=1,
                         params=[param], stream=io.StringIO())
-    assert history.stopped_iter is None and history.best_iter == 1 and param[0] == 3.0
+    assert history.stopped_iter is None and history.best_iter == 1 and param[0] == 1.0
+    history = train.fit(scripted([1.0] * 3, param), 3, report_every=None, val_fn=lambda: 1.0, stream=io.StringIO())
+    assert history.best_iter == 1 and param[0] == 3.0
 
 
 def test_fit_needs_a_validation_to_stop_early():

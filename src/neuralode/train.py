@@ -243,7 +243,7 @@ def fit(step, n_iters, *, report_every=100, val_fn=None, val_every=None, patienc
         val_fn: a function of no arguments returning a validation loss, run every ``val_every`` steps.
         val_every: defaults to ``report_every`` (or 1 if that is ``None``).
         patience: stop after this many validations in a row without improvement (needs ``val_fn``).
-        params: the model's parameter arrays; with ``patience``, the best ones are copied back at the end.
+        params: the model's parameter arrays; with ``val_fn``, the best ones are copied back at the end.
         min_delta: the least decrease of the validation loss that counts as an improvement.
         progress: draw a progress bar (``None``: only at a terminal; see :func:`show_progress_bar`).
         stream: where lines go (default ``sys.stdout``).
@@ -271,8 +271,7 @@ def fit(step, n_iters, *, report_every=100, val_fn=None, val_every=None, patienc
             break
     if bar is not None:
         bar.clear()
-    if patience is not None:
-        stopper.restore()
+    stopper.restore()
     history.seconds = time.perf_counter() - start
     return history
 
