@@ -221,3 +221,14 @@ def test_errors():
 
     with pytest.raises(ValueError, match="params"):
         ne.odeint_vjp(NoParams(), np.ones(2), [0.0, 1.0])
+
+
+@pytest.mark.parametrize("model", [MLP([2, 8, 2]), ne.nn.TimeMLP([2, 8, 2]), ne.nn.CubeInputMLP([2, 8, 2]),
+                                   ne.checks.CountingDynamics(MLP([2, 8, 2])), ne.checks.CountingDynamics(Rotation())])
+def test_value_and_vjp_is_f_and_its_vjp(model):
+    rng = np.random.default_rng(9)
+    y, v = rng.standard_normal((4, 2)), rng.standard_normal((4, 2))
+    value, (y_bar, params_bar, t_bar) = model.value_and_vjp(0.3, y, v)
+    y_bar2, params_bar2, t_bar2 = model.vjp(0.3, y, v)
+    assert np.array_equal(value, model(0.3, y)) and np.array_equal(y_bar, y_bar2) and t_bar == t_bar2
+    assert all(np.array_equal(a, b) for a, b in zip(params_bar, params_bar2))

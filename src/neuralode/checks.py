@@ -159,6 +159,14 @@ class CountingDynamics:
     def jvp(self, t, y, u):
         return self.f.jvp(t, y, u)
 
+    def value_and_vjp(self, t, y, v):
+        """``(f(t, y), f.vjp(t, y, v))``, counted as one evaluation of each; one pass where ``f`` offers it."""
+        both = getattr(self.f, "value_and_vjp", None)
+        if both is None:
+            return self(t, y), self.vjp(t, y, v)
+        self.nfe, self.nfe_vjp = self.nfe + 1, self.nfe_vjp + 1
+        return both(t, y, v)
+
     def reset(self):
         """Set both counters back to zero."""
         self.nfe, self.nfe_vjp = 0, 0

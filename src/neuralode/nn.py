@@ -39,7 +39,7 @@ def ravel_params(arrays):
     """Concatenate a list of arrays into one flat vector (the inverse of :func:`unravel_params`)."""
     if not arrays:
         return np.zeros(0)
-    return np.concatenate([np.ravel(a) for a in arrays])
+    return np.concatenate([np.asarray(a, dtype=float).ravel() for a in arrays])
 
 
 def unravel_params(vector, like):
@@ -132,11 +132,11 @@ class MLP:
     def __call__(self, t, y):
         return self.forward(y)
 
-    def backward(self, x, v):
-        """The VJP with respect to the input and the parameters: ``(v . df/dx, [v . df/dtheta_i])``."""
+    def forward_and_backward(self, x, v):
+        """``(output, v . df/dx, [v . df/dtheta_i])``: the output and the VJP from one forward pass."""
         xb = self._batch(x)
-        sigma, dsigma = ACTIVATIONS[self.activation]
-        _, hs, zs = self._forward_tape(xb)
+        dsigma = ACTIVATIONS[self.activation][1]
+        out, hs, zs = self._forward_tape(xb)
         v = np.asarray(v, float).reshape(xb.shape[0], self.sizes[-1])
         grads = []
         for i in reversed(range(len(self.layers))):
@@ -144,12 +144,21 @@ class MLP:
                 v = v * dsigma(zs[i], hs[i + 1])
             v, layer_grads = self.layers[i].vjp(hs[i], v)
             grads = layer_grads + grads
-        return v.reshape(np.shape(x)), grads
+        return out.reshape(np.shape(x)[:-1] + (self.sizes[-1],)), v.reshape(np.shape(x)), grads
+
+    def backward(self, x, v):
+        """The VJP with respect to the input and the parameters: ``(v . df/dx, [v . df/dtheta_i])``."""
+        return self.forward_and_backward(x, v)[1:]
 
     def vjp(self, t, y, v):
         """``(v . df/dy, [v . df/dtheta_i], v . df/dt)``; the last is ``0.0`` (autonomous)."""
         y_bar, params_bar = self.backward(y, v)
         return y_bar, params_bar, 0.0
+
+    def value_and_vjp(self, t, y, v):
+        """``(f(t, y), f.vjp(t, y, v))`` from a single forward pass (the adjoint method needs both)."""
+        out, y_bar, params_bar = self.forward_and_backward(y, v)
+        return out, (y_bar, params_bar, 0.0)
 
     def jvp(self, t, y, u):
         """``df/dy . u``: the tangent ``u`` pushed forward through every layer (forward mode)."""
@@ -209,8 +218,12 @@ class TimeMLP:
 
     def vjp(self, t, y, v):
         """``(v . df/dy, [v . df/dtheta_i], v . df/dt)``: the input cotangent split into ``y`` and ``t``."""
-        x_bar, params_bar = self.net.backward(self._input(t, y), v)
-        return x_bar[..., :-1], params_bar, float(np.sum(x_bar[..., -1]))
+        return self.value_and_vjp(t, y, v)[1]
+
+    def value_and_vjp(self, t, y, v):
+        """``(f(t, y), f.vjp(t, y, v))`` from a single forward pass."""
+        out, x_bar, params_bar = self.net.forward_and_backward(self._input(t, y), v)
+        return out, (x_bar[..., :-1], params_bar, float(np.sum(x_bar[..., -1])))
 
     def jvp(self, t, y, u):
         """``df/dy . u``: the MLP's JVP with a zero tangent for the time feature."""
@@ -245,9 +258,13 @@ class CubeInputMLP:
 
     def vjp(self, t, y, v):
         """``(v . df/dy, [v . df/dtheta_i], 0.0)``, by the chain rule ``d(y**3)/dy = 3 y**2``."""
+        return self.value_and_vjp(t, y, v)[1]
+
+    def value_and_vjp(self, t, y, v):
+        """``(f(t, y), f.vjp(t, y, v))`` from a single forward pass."""
         y = np.asarray(y, dtype=float)
-        x_bar, params_bar = self.net.backward(y**3, v)
-        return 3.0 * y**2 * x_bar, params_bar, 0.0
+        out, x_bar, params_bar = self.net.forward_and_backward(y**3, v)
+        return out, (3.0 * y**2 * x_bar, params_bar, 0.0)
 
     def jvp(self, t, y, u):
         """``df/dy . u = MLP'(y**3) . (3 y**2 u)``."""
