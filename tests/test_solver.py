@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from scipy.integrate import solve_ivp
 
 import neuralode as ne
-from neuralode import checks, stepsize
+from neuralode import checks, solver, stepsize
 from neuralode.errors import IntegrationError, NonFiniteError, StepSizeUnderflowError, TooManyStepsError
 from neuralode.solver import dense_eval, integrate_adaptive, integrate_fixed, prepare, rk_step
 from neuralode.tableaux import TABLEAUX
@@ -235,6 +235,15 @@ def test_outputs_do_not_change_the_steps():
     for sol in (many, uneven):
         assert sol.nfe == two.nfe and sol.step_times == two.step_times
         assert np.array_equal(sol.ys[-1], two.ys[-1])
+
+
+@pytest.mark.parametrize("batch", [1, 7, 2**30])
+def test_dense_output_does_not_depend_on_its_batching(monkeypatch, batch):
+    """Outputs evaluated a step at a time, in small chunks, or all at the end are the same numbers."""
+    y0, t = np.random.default_rng(3).uniform(0.5, 2.0, size=(3, 2)), np.linspace(0.0, 10.0, 333)
+    reference = ne.odeint(spiral, y0, t, rtol=1e-6, atol=1e-8)
+    monkeypatch.setattr(solver, "_BATCH", batch)
+    assert np.allclose(ne.odeint(spiral, y0, t, rtol=1e-6, atol=1e-8), reference, rtol=1e-14, atol=1e-15)
 
 
 def test_dense_output_is_as_accurate_as_the_steps():
@@ -586,6 +595,14 @@ def test_too_many_steps():
 def test_stiff_problem_stops_instead_of_crawling():
     with finishes_within(5.0), pytest.raises(TooManyStepsError):
         ne.odeint(lambda t, y: -1e6 * (y - np.cos(t)), np.array([1.0]), np.array([0.0, 10.0]), max_num_steps=2000)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # overflow and NaN are the point here
+def test_an_overflowing_state_is_not_accepted():
+    """Finite stages whose sum overflows: the error estimate is fine, the new state is not."""
+    with finishes_within(5.0), pytest.raises(NonFiniteError) as info:
+        ne.odeint(lambda t, y: np.full_like(y, 1e308), np.array([1e308]), np.array([0.0, 1.0]))
+    assert 0.7 < info.value.t < 0.8      # where 1e308 + 1e308 t passes the largest float, 1.8e308
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # overflow and NaN are the point here
