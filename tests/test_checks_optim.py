@@ -102,7 +102,8 @@ def test_observed_order_of_synthetic_errors(p):
 
 def test_check_dynamics_vjp_on_a_correct_model():
     f = MLP([3, 6, 3], rng=np.random.default_rng(8))
-    report = checks.check_dynamics_vjp(f, 0.2, np.random.default_rng(9).standard_normal((2, 3)), np.random.default_rng(10))
+    y = np.random.default_rng(9).standard_normal((2, 3))
+    report = checks.check_dynamics_vjp(f, 0.2, y, np.random.default_rng(10))
     assert report["y"] < 1e-6 and report["t"] == 0.0
     assert len(report["params"]) == 4 and max(report["params"]) < 1e-6
 

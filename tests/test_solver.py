@@ -230,8 +230,8 @@ def test_outputs_do_not_change_the_steps():
     y0 = np.array([2.0, 0.0])
     two = ne.integrate(spiral, y0, np.array([0.0, 25.0]), rtol=1e-6, atol=1e-8)
     many = ne.integrate(spiral, y0, np.linspace(0.0, 25.0, 1000), rtol=1e-6, atol=1e-8)
-    uneven = ne.integrate(spiral, y0, np.concatenate([[0.0], np.sort(np.random.default_rng(1).uniform(0, 25, 77)), [25.0]]),
-                          rtol=1e-6, atol=1e-8)
+    t_uneven = np.concatenate([[0.0], np.sort(np.random.default_rng(1).uniform(0.0, 25.0, 77)), [25.0]])
+    uneven = ne.integrate(spiral, y0, t_uneven, rtol=1e-6, atol=1e-8)
     for sol in (many, uneven):
         assert sol.nfe == two.nfe and sol.step_times == two.step_times
         assert np.array_equal(sol.ys[-1], two.ys[-1])

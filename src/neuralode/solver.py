@@ -279,12 +279,12 @@ def integrate_adaptive(problem, tape=None):
     """
     t, record = problem.t, problem.record_steps
     sol = ODESolution(np.empty((len(t), problem.y0.size)), t, nfe=1, step_times=[float(t[0])] if record else [])
-    sol.ys[0] = y_new = problem.y0
+    sol.ys[0] = problem.y0
     if len(t) == 1:
         return _finish(sol, problem)
     control = _StepControl(problem, sol)
     outputs = _DenseOutput(sol, problem.tableau, control.direction, tape)
-    for tn, t_new, h, YK, y_new in control.accepted_steps():
+    for tn, t_new, h, YK, y_new in control.accepted_steps():   # the loop runs at least once
         outputs.serve(tn, h, t_new, YK)
         if tape is not None:
             tape.append(("step", tn, h, YK[0], YK[1:]))
@@ -318,7 +318,7 @@ class _StepControl:
         A rejected attempt is retried from ``t_n`` with a smaller step before anything is yielded.
         """
         fun, tab, direction, t_end = self.problem.fun, self.problem.tableau, self.direction, self.t_end
-        rtol, atol, zero, s = self.rtol, self.atol, self.problem.zero, self.problem.tableau.stages
+        rtol, atol, zero, s, q = self.rtol, self.atol, self.problem.zero, tab.stages, tab.error_order
         tn, y, k0, h_abs = float(self.problem.t[0]), self.problem.y0, self.problem.f0, self._initial_step()
         scale, attempts, max_attempts = error_scale(y, rtol, atol), 0, self.problem.max_num_steps
         while direction * (t_end - tn) > 0:
@@ -337,13 +337,13 @@ class _StepControl:
                 h = t_new - tn
                 y_new, W = rk_step(fun, tn, h, tab, YK)
                 finite = math.isfinite(y_new.dot(zero))   # 0 * y is NaN exactly where y is inf or NaN
-                scale_new = error_scale(y_new, rtol, atol)
-                ratio = rms_norm(W[s + 1].dot(YK) / np.maximum(scale, scale_new))  # = error_ratio
+                scale_new = error_scale(y_new, rtol, atol)  # the ratio is error_ratio(err, y, y_new, ...)
+                ratio = rms_norm(W[s + 1].dot(YK) / np.maximum(scale, scale_new))
                 if ratio <= 1.0 and finite:
                     break
                 h_abs, rejected = self._reject(tn, h, ratio, finite, min_step, YK), True
             yield tn, t_new, h, YK, y_new
-            h_abs = abs(h) * step_factor(ratio, tab.error_order, rejected)
+            h_abs = abs(h) * step_factor(ratio, q, rejected)
             tn, y, k0, scale = t_new, y_new, (YK[s] if tab.fsal else None), scale_new
         self.attempts = attempts
         self.nfe += (s - 1) * attempts        # each attempt evaluates every stage but the first
@@ -387,36 +387,43 @@ class _DenseOutput:
     def __init__(self, sol, tableau, direction, tape):
         self.ys, self.t, self.tape, self.direction = sol.ys, sol.t, tape, direction
         self.keys = (direction * sol.t).tolist()   # increasing, for bisect
-        self.dense_T = tableau.dense.T
+        self.combine = np.zeros((5, tableau.stages + 1))   # [y; K] -> [y; P.T K]
+        self.combine[0, 0], self.combine[1:, 1:] = 1.0, tableau.dense.T
         self.max_waiting = max(1, _BATCH // ((tableau.stages + 1) * sol.ys.shape[1]))
-        self.next, self.waiting = 1, []              # the first output time not served yet
+        self.next, self.last, self.waiting = 1, len(sol.t) - 1, []   # the first output not served yet
 
     def serve(self, tn, h, t_new, YK):
-        """Take the outputs in ``(tn, t_new]`` from the step of size ``h`` whose state and stages are ``YK``."""
-        j = bisect.bisect_right(self.keys, self.direction * t_new)
-        if j > self.next:
-            self.waiting.append((self.next, j, tn, h, YK))
+        """Take the outputs in ``(tn, t_new]`` from the step of size ``h`` whose state and stages are ``YK``.
+
+        The last output time is the final state itself: it goes on the tape but is not interpolated.
+        """
+        i, j = self.next, bisect.bisect_right(self.keys, self.direction * t_new)
+        if j > i:
             if self.tape is not None:
-                self.tape.extend(("out", i, (self.t[i] - tn) / h) for i in range(self.next, j))
+                self.tape.extend(("out", k, (self.t[k] - tn) / h) for k in range(i, j))
+            if min(j, self.last) > i:
+                self.waiting.append((i, min(j, self.last), tn, h, YK))
+                if len(self.waiting) == self.max_waiting:
+                    self.flush()
             self.next = j
-            if len(self.waiting) == self.max_waiting:
-                self.flush()
 
     def flush(self):
         """Evaluate the outputs of every waiting step: ``y_m + h_m K_m.T P [theta, .., theta^4]``."""
         if not self.waiting:
             return
         first, last, t_start, h, YK = zip(*self.waiting)
-        YK, h = np.array(YK), np.array(h)
-        hPK = h[:, None, None] * np.matmul(self.dense_T, YK[:, 1:])   # (steps, 4, n)
-        step = np.repeat(np.arange(len(h)), np.subtract(last, first))  # the step of each output
-        out = slice(first[0], last[-1])
-        theta = (self.t[out] - np.array(t_start)[step]) / h[step]
-        powers, ys = theta[:, None] ** _POWERS, self.ys[out]
-        chunk = max(1, _BATCH // hPK[0].size)
+        C = np.matmul(self.combine, np.array(YK))                    # (steps, 5, n): [y_m; P.T K_m]
+        bounds = np.array(first + last[-1:])
+        step = np.repeat(np.arange(len(h)), np.diff(bounds))           # the step of each output
+        out, h = slice(bounds[0], bounds[-1]), np.array(h)[step]
+        weights = np.empty((5, len(step)))                             # 1, h theta, .., h theta^4
+        weights[0], weights[1] = 1.0, self.t[out] - np.array(t_start)[step]
+        theta = weights[1] / h
+        for p in (2, 3, 4):
+            weights[p] = weights[p - 1] * theta
+        ys, chunk = self.ys[out], max(1, _BATCH // C[0].size)
         for a in range(0, len(step), chunk):
-            m = step[a:a + chunk]
-            ys[a:a + chunk] = YK[m, 0] + np.einsum("ip,ipn->in", powers[a:a + chunk], hPK[m])
+            ys[a:a + chunk] = np.einsum("pi,ipn->in", weights[:, a:a + chunk], C[step[a:a + chunk]])
         self.waiting = []
 
 
