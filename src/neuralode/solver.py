@@ -10,7 +10,7 @@ The module has three layers, each readable on its own:
 Internally the state is a flat vector; ``func`` always sees the shape of ``y0``.
 """
 
-import bisect
+from bisect import bisect_right
 import math
 from dataclasses import dataclass, field
 
@@ -321,8 +321,9 @@ class _StepControl:
         rtol, atol, zero, s, q = self.rtol, self.atol, self.problem.zero, tab.stages, tab.error_order
         tn, y, k0, h_abs = float(self.problem.t[0]), self.problem.y0, self.problem.f0, self._initial_step()
         scale, attempts, max_attempts = error_scale(y, rtol, atol), 0, self.problem.max_num_steps
+        shape, fsal = (s + 1, y.size), tab.fsal
         while direction * (t_end - tn) > 0:
-            YK = np.zeros((s + 1, y.size))      # a new array each step: the tape keeps its stages
+            YK = np.zeros(shape)                # a new array each step: the tape keeps its stages
             YK[0] = y
             YK[1] = self._first_stage(tn, y) if k0 is None else k0
             min_step, rejected = 10.0 * math.ulp(tn), False
@@ -344,7 +345,7 @@ class _StepControl:
                 h_abs, rejected = self._reject(tn, h, ratio, finite, min_step, YK), True
             yield tn, t_new, h, YK, y_new
             h_abs = abs(h) * step_factor(ratio, q, rejected)
-            tn, y, k0, scale = t_new, y_new, (YK[s] if tab.fsal else None), scale_new
+            tn, y, k0, scale = t_new, y_new, (YK[s] if fsal else None), scale_new
         self.attempts = attempts
         self.nfe += (s - 1) * attempts        # each attempt evaluates every stage but the first
 
@@ -397,7 +398,7 @@ class _DenseOutput:
 
         The last output time is the final state itself: it goes on the tape but is not interpolated.
         """
-        i, j = self.next, bisect.bisect_right(self.keys, self.direction * t_new)
+        i, j = self.next, bisect_right(self.keys, self.direction * t_new)
         if j > i:
             if self.tape is not None:
                 self.tape.extend(("out", k, (self.t[k] - tn) / h) for k in range(i, j))
