@@ -253,16 +253,16 @@ def _fixed_grid(t, counts):
     return grid
 
 
-_POWERS = np.arange(1.0, 5.0)
+_POWERS = np.arange(1, 5)
 
 
 def dense_eval(y, h, K, dense, theta):
     """Evaluate the continuous extension of one step at fractions ``theta`` (an array) of the step.
 
     ``y(t + theta h) = y + h * K.T @ (P @ [theta, theta^2, theta^3, theta^4])``, returned with one row
-    per value of ``theta``.  (The adaptive loop evaluates the same polynomial for many steps at once.)
+    per value of ``theta``.  (The adaptive loop evaluates the same formula for many steps at once.)
     """
-    return y + (h * theta[:, None] ** _POWERS).dot(dense.T.dot(K))
+    return y + (theta[:, None] ** _POWERS).dot((h * dense.T).dot(K))
 
 
 def integrate_adaptive(problem, tape=None):
@@ -388,8 +388,7 @@ class _DenseOutput:
     def __init__(self, sol, tableau, direction, tape):
         self.ys, self.t, self.tape, self.direction = sol.ys, sol.t, tape, direction
         self.keys = (direction * sol.t).tolist()   # increasing, for bisect
-        self.combine = np.zeros((5, tableau.stages + 1))   # [y; K] -> [y; P.T K]
-        self.combine[0, 0], self.combine[1:, 1:] = 1.0, tableau.dense.T
+        self.dense_T = tableau.dense.T
         self.max_waiting = max(1, _BATCH // ((tableau.stages + 1) * sol.ys.shape[1]))
         self.next, self.last, self.waiting = 1, len(sol.t) - 1, []   # the first output not served yet
 
@@ -413,18 +412,16 @@ class _DenseOutput:
         if not self.waiting:
             return
         first, last, t_start, h, YK = zip(*self.waiting)
-        C = np.matmul(self.combine, np.array(YK))                    # (steps, 5, n): [y_m; P.T K_m]
+        YK, h = np.array(YK), np.array(h)
+        hPK = np.matmul(h[:, None, None] * self.dense_T, YK[:, 1:])     # (steps, 4, n)
         bounds = np.array(first + last[-1:])
         step = np.repeat(np.arange(len(h)), np.diff(bounds))           # the step of each output
-        out, h = slice(bounds[0], bounds[-1]), np.array(h)[step]
-        weights = np.empty((5, len(step)))                             # 1, h theta, .., h theta^4
-        weights[0], weights[1] = 1.0, self.t[out] - np.array(t_start)[step]
-        theta = weights[1] / h
-        for p in (2, 3, 4):
-            weights[p] = weights[p - 1] * theta
-        ys, chunk = self.ys[out], max(1, _BATCH // C[0].size)
+        out = slice(bounds[0], bounds[-1])
+        theta = (self.t[out] - np.array(t_start)[step]) / h[step]
+        powers, ys, chunk = theta[:, None] ** _POWERS, self.ys[out], max(1, _BATCH // hPK[0].size)
         for a in range(0, len(step), chunk):
-            ys[a:a + chunk] = np.einsum("pi,ipn->in", weights[:, a:a + chunk], C[step[a:a + chunk]])
+            m = step[a:a + chunk]
+            ys[a:a + chunk] = YK[m, 0] + np.einsum("ip,ipn->in", powers[a:a + chunk], hPK[m])
         self.waiting = []
 
 
