@@ -10,7 +10,6 @@ The module has three layers, each readable on its own:
 Internally the state is a flat vector; ``func`` always sees the shape of ``y0``.
 """
 
-from bisect import bisect_right
 import math
 from dataclasses import dataclass, field
 
@@ -274,8 +273,8 @@ def integrate_adaptive(problem, tape=None):
 
     Args:
         problem: a checked :class:`Problem` whose tableau is adaptive.
-        tape: a list; if given, ``("step", t_n, h, y_n, K)`` is appended for every accepted step and
-            ``("out", i, theta)`` for every output time ``t[i]`` it serves (for backprop).
+        tape: a list; if given, ``("step", t_n, h, y_n, K)`` is appended for every accepted step,
+            after ``("out", i, theta)`` for every output time ``t[i]`` it serves (for backprop).
     """
     t, record = problem.t, problem.record_steps
     sol = ODESolution(np.empty((len(t), problem.y0.size)), t, nfe=1, step_times=[float(t[0])] if record else [])
@@ -284,14 +283,12 @@ def integrate_adaptive(problem, tape=None):
         return _finish(sol, problem)
     control = _StepControl(problem, sol)
     outputs = _DenseOutput(sol, problem.tableau, control.direction, tape)
-    for tn, t_new, h, YK, y_new in control.accepted_steps():   # the loop runs at least once
-        outputs.serve(tn, h, t_new, YK)
-        if tape is not None:
-            tape.append(("step", tn, h, YK[0], YK[1:]))
+    for step in control.accepted_steps():   # (t_n, t_n+1, h, YK, y_n+1); the loop runs at least once
+        outputs.add(step)
         if record:
-            sol.step_times.append(t_new)
+            sol.step_times.append(step[1])
     outputs.flush()
-    sol.ys[-1] = y_new
+    sol.ys[-1] = step[-1]
     sol.nfe, sol.n_steps = control.nfe, control.attempts - sol.n_rejected
     return _finish(sol, problem)
 
@@ -377,52 +374,60 @@ _BATCH = 2**16
 
 
 class _DenseOutput:
-    """Serves each output time from the continuous extension of the step that contains it.
+    """Serves the output times from the continuous extensions of the accepted steps, in batches.
 
-    An accepted step that contains output times only joins a waiting list; when the list holds about
-    ``_BATCH`` numbers, and at the end, the outputs of all its steps are evaluated together with the
-    formula of :func:`dense_eval`.  A few large NumPy operations instead of several small ones per step
-    make dense output almost free for small states.
+    Accepted steps wait in a list; when it holds about ``_BATCH`` numbers, and at the end, the output
+    times they contain are found all at once and evaluated together with the formula of
+    :func:`dense_eval`, and the steps go on the tape (if there is one) after the outputs they serve.
+    A few large NumPy operations instead of several small ones per step make dense output almost free
+    for small states.
     """
 
     def __init__(self, sol, tableau, direction, tape):
-        self.ys, self.t, self.tape, self.direction = sol.ys, sol.t, tape, direction
-        self.keys = (direction * sol.t).tolist()   # increasing, for bisect
+        self.ys, self.t, self.tape = sol.ys, sol.t, tape
+        self.keys, self.direction = direction * sol.t, direction     # increasing, for searchsorted
         self.dense_T = tableau.dense.T
         self.max_waiting = max(1, _BATCH // ((tableau.stages + 1) * sol.ys.shape[1]))
         self.next, self.last, self.waiting = 1, len(sol.t) - 1, []   # the first output not served yet
 
-    def serve(self, tn, h, t_new, YK):
-        """Take the outputs in ``(tn, t_new]`` from the step of size ``h`` whose state and stages are ``YK``.
-
-        The last output time is the final state itself: it goes on the tape but is not interpolated.
-        """
-        i, j = self.next, bisect_right(self.keys, self.direction * t_new)
-        if j > i:
-            if self.tape is not None:
-                self.tape.extend(("out", k, (self.t[k] - tn) / h) for k in range(i, j))
-            if min(j, self.last) > i:
-                self.waiting.append((i, min(j, self.last), tn, h, YK))
-                if len(self.waiting) == self.max_waiting:
-                    self.flush()
-            self.next = j
+    def add(self, step):
+        """Queue an accepted step ``(t_n, t_n+1, h, YK, y_n+1)``."""
+        self.waiting.append(step)
+        if len(self.waiting) == self.max_waiting:
+            self.flush()
 
     def flush(self):
-        """Evaluate the outputs of every waiting step: ``y_m + h_m K_m.T P [theta, .., theta^4]``."""
+        """Serve the output times of every waiting step, and write the steps to the tape."""
         if not self.waiting:
             return
-        first, last, t_start, h, YK = zip(*self.waiting)
-        YK, h = np.array(YK), np.array(h)
-        hPK = np.matmul(h[:, None, None] * self.dense_T, YK[:, 1:])     # (steps, 4, n)
-        bounds = np.array(first + last[-1:])
-        step = np.repeat(np.arange(len(h)), np.diff(bounds))           # the step of each output
-        out = slice(bounds[0], bounds[-1])
-        theta = (self.t[out] - np.array(t_start)[step]) / h[step]
-        powers, ys, chunk = theta[:, None] ** _POWERS, self.ys[out], max(1, _BATCH // hPK[0].size)
+        t_start, t_new, h, YK, _ = zip(*self.waiting)
+        ends = np.searchsorted(self.keys, self.direction * np.array(t_new), side="right")  # past each step
+        if self.tape is not None:
+            self._write_tape(t_start, h, YK, ends)
+        stop = min(ends[-1], self.last)       # the last output time is the final state itself
+        if stop > self.next:
+            self._evaluate(stop, ends, t_start, h, YK)
+        self.next, self.waiting = ends[-1], []
+
+    def _write_tape(self, t_start, h, YK, ends):
+        i = self.next
+        for tn, h_n, YK_n, j in zip(t_start, h, YK, ends):
+            self.tape.extend(("out", k, (self.t[k] - tn) / h_n) for k in range(i, j))
+            self.tape.append(("step", tn, h_n, YK_n[0], YK_n[1:]))
+            i = j
+
+    def _evaluate(self, stop, ends, t_start, h, YK):
+        """``y_m + h_m K_m.T P [theta, .., theta^4]`` for each output up to ``stop``, ``m`` its step."""
+        step = np.searchsorted(ends, np.arange(self.next, stop), side="right")   # the step of each output
+        held, row = np.unique(step, return_inverse=True)             # the steps that hold outputs
+        YK, h = np.array([YK[m] for m in held]), np.array(h)[held]
+        hPK = np.matmul(h[:, None, None] * self.dense_T, YK[:, 1:])     # (held steps, 4, n)
+        theta = (self.t[self.next:stop] - np.array(t_start)[step]) / h[row]
+        powers, ys = theta[:, None] ** _POWERS, self.ys[self.next:stop]
+        chunk = max(1, _BATCH // hPK[0].size)
         for a in range(0, len(step), chunk):
-            m = step[a:a + chunk]
+            m = row[a:a + chunk]
             ys[a:a + chunk] = YK[m, 0] + np.einsum("ip,ipn->in", powers[a:a + chunk], hPK[m])
-        self.waiting = []
 
 
 def _too_many_steps(tn, max_num_steps):
