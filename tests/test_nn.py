@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from neuralode import checks
 from neuralode.nn import ACTIVATIONS, MLP, Linear, ravel_params, unravel_params
 
-PROPERTY = settings(deadline=None, max_examples=30)
+PROPERTY = settings(deadline=None, max_examples=60)
 
 
 @st.composite

@@ -361,7 +361,7 @@ def test_every_row_of_a_batch_is_accurate():
 SHAPES = st.lists(st.integers(1, 4), min_size=0, max_size=3).map(tuple)
 
 
-@settings(deadline=None, max_examples=40)
+@settings(deadline=None, max_examples=60)
 @given(shape=SHAPES, n_times=st.integers(1, 5), backward=st.booleans(), method=st.sampled_from(sorted(TABLEAUX)),
        seed=st.integers(0, 2**31 - 1))
 def test_result_shape_and_initial_value(shape, n_times, backward, method, seed):
