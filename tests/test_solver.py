@@ -202,6 +202,20 @@ def test_nfe_is_what_the_dynamics_counted(name):
         assert sol.nfe == TABLEAUX[name].stages * sol.n_steps
 
 
+def test_an_adaptive_method_without_first_same_as_last(monkeypatch):
+    """Heun-Euler 2(1) with linear interpolation: k_1 = f(t_n, y_n) is evaluated at every step."""
+    heun_euler = ne.ButcherTableau(name="heun_euler", order=2, error_order=1, c=[0.0, 1.0],
+                                   a=[[0.0, 0.0], [1.0, 0.0]], b=[0.5, 0.5], b_err=[-0.5, 0.5],
+                                   dense=[[0.5, 0.0, 0.0, 0.0], [0.5, 0.0, 0.0, 0.0]])
+    assert heun_euler.adaptive and not heun_euler.fsal
+    monkeypatch.setitem(TABLEAUX, "heun_euler", heun_euler)
+    counted = checks.CountingDynamics(lambda t, y: np.cos(t) * y)
+    t = np.linspace(0.0, 3.0, 4)
+    sol = ne.integrate(counted, np.array([1.0]), t, method="heun_euler", rtol=1e-6, atol=1e-8)
+    assert counted.nfe == sol.nfe == 2 + (sol.n_steps + sol.n_rejected) + (sol.n_steps - 1)
+    assert np.abs(sol.ys[:, 0] - np.exp(np.sin(t))).max() < 1e-4
+
+
 def test_solution_records_its_steps():
     t = np.linspace(0.0, 25.0, 7)
     sol = ne.integrate(spiral, np.array([2.0, 0.0]), t, rtol=1e-6, atol=1e-8)
