@@ -37,7 +37,7 @@ NBVAL_ARGS := --nbval --nbval-current-env --nbval-cell-timeout=600 \
               --nbval-sanitize-with tests/nbval_sanitize.cfg
 TEST_STAGES := test-engine test-notebooks test-pairing test-build test-browser
 
-.PHONY: help venv book test $(TEST_STAGES) serve lab notebooks clean
+.PHONY: help venv book test $(TEST_STAGES) serve lab notebooks bench clean
 
 help:
 	@echo 'make venv       create .venv and install requirements.txt (the engine in editable mode)'
@@ -47,6 +47,7 @@ help:
 	@echo 'make serve      serve $(HTML) on http://$(HOST):$(PORT)/ (offline)'
 	@echo 'make lab        JupyterLab on the repository; chapters in book/ open as notebooks'
 	@echo 'make notebooks  re-execute the chapters into notebooks/*.ipynb (CHAPTERS=... for some)'
+	@echo 'make bench      solver and gradient benchmarks, measured side by side (prints ratios)'
 	@echo 'make clean      remove build and test artefacts (keeps .venv)'
 
 # ---------------------------------------------------------------------------------------
@@ -138,6 +139,13 @@ test-build: venv
 # Every built page in headless Chromium: offline, math typeset, images and links sound.
 test-browser: venv
 	$(BIN)/pytest -ra tests -m browser
+
+# ---------------------------------------------------------------------------------------
+# Benchmarks: scripts that print ratios measured side by side, and fail when a target is missed.
+
+bench: venv
+	$(BIN)/python bench/solvers.py
+	$(BIN)/python bench/gradients.py
 
 # ---------------------------------------------------------------------------------------
 

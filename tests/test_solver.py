@@ -639,3 +639,13 @@ def test_underflow_on_a_singular_derivative():
     with finishes_within(5.0), pytest.raises(IntegrationError) as info:
         ne.odeint(lambda t, y: -0.5 / np.sqrt(np.maximum(y, 0.0)), np.array([1.0]), np.array([0.0, 2.0]))
     assert abs(info.value.t - 4.0 / 3.0) < 1e-3
+
+
+def test_a_butcher_tableau_object_is_a_method():
+    ralston = ne.ButcherTableau(name="ralston", order=2, c=[0.0, 2 / 3], a=[[0, 0], [2 / 3, 0]], b=[0.25, 0.75])
+    steps = np.array([0.1, 0.05, 0.025])
+    errors = [abs(ne.odeint(lambda t, y: np.cos(t) * y, np.array([1.0]), np.array([0.0, 1.0]), method=ralston,
+                            step_size=h)[-1, 0] - np.exp(np.sin(1.0))) for h in steps]
+    assert abs(ne.checks.observed_order(steps, errors) - 2.0) < 0.15
+    with pytest.raises(ValueError, match="ButcherTableau"):
+        ne.odeint(lambda t, y: y, np.ones(1), [0.0, 1.0], method=ne.TABLEAUX)

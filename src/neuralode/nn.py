@@ -109,7 +109,7 @@ class MLP:
 
     def _batch(self, y):
         y = np.asarray(y, dtype=float)
-        if y.shape[-1] != self.sizes[0] or y.ndim > 2:
+        if y.ndim not in (1, 2) or y.shape[-1] != self.sizes[0]:
             raise ValueError(f"expected input of shape ({self.sizes[0]},) or (batch, {self.sizes[0]}), got {y.shape}")
         return np.atleast_2d(y)
 

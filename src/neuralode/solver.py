@@ -10,6 +10,7 @@ The module has three layers, each readable on its own:
 Internally the state is a flat vector; ``func`` always sees the shape of ``y0``.
 """
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -17,7 +18,7 @@ import numpy as np
 
 from .errors import IntegrationError, NonFiniteError, StepSizeUnderflowError, TooManyStepsError
 from .stepsize import MIN_FACTOR, error_scale, rms_norm, select_initial_step, step_factor
-from .tableaux import TABLEAUX
+from .tableaux import TABLEAUX, ButcherTableau
 
 DEFAULT_MAX_NUM_STEPS = 100_000
 
@@ -146,14 +147,21 @@ def prepare(func, y0, t, method, rtol, atol, step_size, max_num_steps):
     if not callable(func):
         raise ValueError(f"func must be callable as func(t, y), got {type(func).__name__}")
     y0, t = _check_state(y0), _check_times(t)
-    if method not in TABLEAUX:
-        raise ValueError(f"unknown method {method!r}; choose one of {sorted(TABLEAUX)}")
+    tableau = _check_method(method)
     rtol = _check_tolerance("rtol", rtol, y0.shape, allow_zero=False)
     atol = _check_tolerance("atol", atol, y0.shape, allow_zero=True)
     step_size, max_num_steps = _check_step_size(step_size), _check_max_num_steps(max_num_steps)
     f0 = _check_derivative(func(float(t[0]), y0.copy()), y0.shape, t[0])
-    return Problem(_flat_dynamics(func, y0.shape), y0.reshape(-1), t, y0.shape, TABLEAUX[method], rtol, atol,
+    return Problem(_flat_dynamics(func, y0.shape), y0.reshape(-1), t, y0.shape, tableau, rtol, atol,
                    step_size, max_num_steps, f0.reshape(-1))
+
+
+def _check_method(method):
+    if isinstance(method, ButcherTableau):
+        return method
+    if not isinstance(method, str) or method not in TABLEAUX:
+        raise ValueError(f"unknown method {method!r}; choose one of {sorted(TABLEAUX)} or pass a ButcherTableau")
+    return TABLEAUX[method]
 
 
 def _check_derivative(f0, shape, t0):
@@ -206,6 +214,22 @@ def steps_per_interval(t, step_size):
     return np.maximum(1, np.ceil(np.abs(np.diff(t)) / step_size - 1e-9).astype(int))
 
 
+def _quiet_overflow(solve):
+    """Run a solve with NumPy's overflow and invalid-value warnings off.
+
+    A trial step may overflow before the error test rejects it; the loops check every accepted state
+    themselves and raise a clear :class:`IntegrationError` where the solution is really not finite.
+    """
+
+    @functools.wraps(solve)
+    def quiet(problem, tape=None):
+        with np.errstate(over="ignore", invalid="ignore"):
+            return solve(problem, tape)
+
+    return quiet
+
+
+@_quiet_overflow
 def integrate_fixed(problem, tape=None):
     """Fixed steps: each interval ``[t_k, t_k+1]`` in ``N_k`` equal steps (see ``steps_per_interval``).
 
@@ -264,6 +288,7 @@ def dense_eval(y, h, K, dense, theta):
     return y + (theta[:, None] ** _POWERS).dot((h * dense.T).dot(K))
 
 
+@_quiet_overflow
 def integrate_adaptive(problem, tape=None):
     """Adaptive steps with error control, from ``t[0]`` to ``t[-1]``, output by dense interpolation.
 
@@ -440,8 +465,8 @@ def _underflow(tn, h_abs, nonfinite):
         raise NonFiniteError(tn, "the state or its derivative became infinite or NaN however small the step",
                              "The solution blows up here, or the dynamics return NaN")
     raise StepSizeUnderflowError(tn, f"the step size {h_abs:.3g} is below what floating point resolves "
-                                 "at this t", "The problem may be stiff or singular here; try a "
-                                 "smaller tolerance only if the solution is smooth")
+                                 "at this t", "The solution may blow up (become infinite) near this t, "
+                                 "or the problem is too stiff for an explicit method")
 
 
 def _finish(sol, problem):
@@ -471,7 +496,7 @@ def odeint(func, y0, t, *, method="dopri5", rtol=1e-7, atol=1e-9, step_size=None
         y0: the initial state, an array of any shape (a batch is just a leading axis); float64.
         t: a 1-D, finite, strictly increasing or strictly decreasing array of output times.
         method: ``"euler"``, ``"midpoint"``, ``"heun"``, ``"rk4"`` (fixed step), ``"bosh3"`` or
-            ``"dopri5"`` (adaptive).
+            ``"dopri5"`` (adaptive), or any :class:`~neuralode.tableaux.ButcherTableau`.
         rtol, atol: tolerances of the adaptive methods' error control.
         step_size: for fixed-step methods, ``None`` takes one step per interval of ``t``; a number
             cuts each interval into the fewest equal steps no longer than it.  Given to an adaptive
