@@ -1,7 +1,5 @@
 """odeint_vjp: both gradient modes against finite differences, for several dynamics and every method."""
 
-import tracemalloc
-
 import numpy as np
 import pytest
 
@@ -182,13 +180,13 @@ def test_reset_state_controls_the_backward_reconstruction():
 
 def _peak_memory(gradient, steps):
     f = MLP([2, 16, 2], rng=np.random.default_rng(0))
-    y0 = np.ones((8, 2))
-    tracemalloc.start()
-    ys, pullback = ne.odeint_vjp(f, y0, [0.0, 1.0], gradient=gradient, method="rk4", step_size=1.0 / steps)
-    pullback(np.ones_like(ys))
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    return peak
+
+    def solve_and_pull_back():
+        ys, pullback = ne.odeint_vjp(f, np.ones((8, 2)), [0.0, 1.0], gradient=gradient, method="rk4",
+                                     step_size=1.0 / steps)
+        pullback(np.ones_like(ys))
+
+    return ne.checks.peak_memory(solve_and_pull_back)
 
 
 def test_adjoint_memory_does_not_grow_with_steps_but_backprop_does():

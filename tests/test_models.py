@@ -63,12 +63,13 @@ def field_cases(draw):
     return dim, hidden, draw(ACTIVATIONS), batch, t, draw(SEEDS)
 
 
+@pytest.mark.parametrize("model", [nn.TimeMLP, nn.CubeInputMLP])
 @PROPERTY
-@given(field_cases())
-def test_time_mlp_vjp_and_jvp(case):
+@given(case=field_cases())
+def test_field_vjp_and_jvp(model, case):
     dim, hidden, activation, batch, t, seed = case
     rng = np.random.default_rng(seed)
-    f = nn.TimeMLP([dim, *hidden, dim], activation, rng)
+    f = model([dim, *hidden, dim], activation, rng)
     y = rng.standard_normal(batch + (dim,))
     assert_field_vjp(f, t, y, rng)
     assert_dot_product(f, t, y, rng)
@@ -81,17 +82,6 @@ def test_time_mlp_depends_on_time():
     assert not np.allclose(f(0.0, y), f(1.0, y))
     assert abs(f.vjp(0.3, y, v)[2]) > 1e-3
     assert f.params[0].shape == (8, 3)
-
-
-@PROPERTY
-@given(field_cases())
-def test_cube_input_mlp_vjp_and_jvp(case):
-    dim, hidden, activation, batch, t, seed = case
-    rng = np.random.default_rng(seed)
-    f = nn.CubeInputMLP([dim, *hidden, dim], activation, rng)
-    y = rng.standard_normal(batch + (dim,))
-    assert_field_vjp(f, t, y, rng)
-    assert_dot_product(f, t, y, rng)
 
 
 def test_cube_input_mlp_sees_the_cube():

@@ -6,6 +6,8 @@ Jacobian-vector product (JVP) without any finite differences at all.  ``observed
 solver's order of convergence from errors at several step sizes.
 """
 
+import tracemalloc
+
 import numpy as np
 
 
@@ -130,6 +132,24 @@ def check_dynamics_vjp(f, t, y, rng, eps=1e-6):
     fd = fd_param_gradients(lambda: float(np.sum(v * f(t, y))), f.params, eps)
     report["params"] = [relative_error(p_bar, g) for p_bar, g in zip(params_bar, fd)]
     return report
+
+
+def peak_memory(fn):
+    """Call ``fn()`` and return the peak memory it allocated, in bytes, as Python's tracemalloc sees it.
+
+    NumPy reports its array buffers to tracemalloc, so the peak includes every array alive at the
+    worst moment of the call (a backprop tape, say), and nothing allocated before the call.
+
+    Example:
+        >>> peak_memory(lambda: np.zeros(1_000_000)) >= 8_000_000
+        True
+    """
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
 
 
 class CountingDynamics:
