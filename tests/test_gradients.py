@@ -180,13 +180,8 @@ def test_reset_state_controls_the_backward_reconstruction():
 
 def _peak_memory(gradient, steps):
     f = MLP([2, 16, 2], rng=np.random.default_rng(0))
-
-    def solve_and_pull_back():
-        ys, pullback = ne.odeint_vjp(f, np.ones((8, 2)), [0.0, 1.0], gradient=gradient, method="rk4",
-                                     step_size=1.0 / steps)
-        pullback(np.ones_like(ys))
-
-    return ne.checks.peak_memory(solve_and_pull_back)
+    return ne.checks.pullback_peak_memory(f, np.ones((8, 2)), [0.0, 1.0], gradient=gradient, method="rk4",
+                                          step_size=1.0 / steps)
 
 
 def test_adjoint_memory_does_not_grow_with_steps_but_backprop_does():

@@ -152,6 +152,26 @@ def peak_memory(fn):
         tracemalloc.stop()
 
 
+def pullback_peak_memory(f, y0, t, ys_bar=None, **options):
+    """The peak memory, in bytes, of one ``odeint_vjp`` solve followed by one pullback.
+
+    The measure behind "constant memory": with ``gradient="adjoint"`` it does not grow with the
+    number of solver steps, with ``gradient="backprop"`` it grows like the tape.
+
+    Args:
+        f, y0, t: as for :func:`~neuralode.odeint_vjp`.
+        ys_bar: the cotangent pulled back (default: ones shaped like the solution).
+        **options: passed on to :func:`~neuralode.odeint_vjp` (``gradient``, ``method``, ``step_size``...).
+    """
+    from .gradients import odeint_vjp
+
+    def solve_and_pull_back():
+        ys, pullback = odeint_vjp(f, y0, t, **options)
+        pullback(np.ones_like(ys) if ys_bar is None else ys_bar)
+
+    return peak_memory(solve_and_pull_back)
+
+
 class CountingDynamics:
     """Wrap dynamics to count the evaluations of ``f`` (NFE) and of its ``vjp``, keeping its protocol.
 
