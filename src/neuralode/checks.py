@@ -10,6 +10,8 @@ import tracemalloc
 
 import numpy as np
 
+from .gradients import odeint_vjp
+
 
 def relative_error(approx, exact):
     """``|approx - exact| / max(|approx|, |exact|)`` in the Euclidean norm over all entries (0 if both are 0).
@@ -163,8 +165,6 @@ def pullback_peak_memory(f, y0, t, ys_bar=None, **options):
         ys_bar: the cotangent pulled back (default: ones shaped like the solution).
         **options: passed on to :func:`~neuralode.odeint_vjp` (``gradient``, ``method``, ``step_size``...).
     """
-    from .gradients import odeint_vjp
-
     def solve_and_pull_back():
         ys, pullback = odeint_vjp(f, y0, t, **options)
         pullback(np.ones_like(ys) if ys_bar is None else ys_bar)

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .gradients import odeint_vjp
+
 
 def mse(pred, target):
     """The mean squared error over all entries, and its gradient with respect to ``pred``.
@@ -86,7 +88,6 @@ def trajectory_step(f, optimizer, batch, *, loss=mse, **solver):
         ``(loss, info)``: the loss before the update, and ``info`` with ``nfe_forward`` and
         ``nfe_backward``, the evaluations of the forward solve and of the backward pass.
     """
-    from .gradients import odeint_vjp
     pred, pullback = odeint_vjp(f, batch.y0, batch.t, **solver)
     value, pred_bar = loss(pred, batch.ys)
     params_bar = pullback(pred_bar)[1]
