@@ -269,7 +269,7 @@ def test_training_on_spiral_windows_with_the_adjoint_reduces_the_loss():
 def test_odenet_classifier_learns_two_moons():
     x, labels = data.two_moons(64, 0.1, np.random.default_rng(0))
     rng = np.random.default_rng(0)
-    model = ne.nn.ODENet(ne.nn.MLP([2, 16, 2], rng=rng), 2, 2, rng=rng, rtol=1e-4, atol=1e-5)
+    model = ne.models.ODENet(ne.nn.MLP([2, 16, 2], rng=rng), 2, 2, rng=rng, rtol=1e-4, atol=1e-5)
     opt = ne.optim.Adam(model.params, lr=5e-2)
     history = train.fit(lambda: train.classifier_step(model, opt, x, labels), 40, report_every=None,
                         stream=io.StringIO())

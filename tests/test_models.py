@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from neuralode import nn
+from neuralode import models, nn
 from neuralode.checks import dot_product_test, fd_gradient, fd_vjp
 
 ACTIVATIONS = st.sampled_from(["tanh", "softplus", "sigmoid"])
@@ -95,10 +95,10 @@ def test_cube_input_mlp_sees_the_cube():
 def test_augment_and_strip_are_transposes(dim, extra, n, seed):
     rng = np.random.default_rng(seed)
     x, z = rng.standard_normal((n, dim)), rng.standard_normal((n, dim + extra))
-    assert nn.augment(x, extra).shape == (n, dim + extra)
-    assert np.array_equal(nn.strip(nn.augment(x, extra), dim), x)
-    assert np.all(nn.augment(x, extra)[:, dim:] == 0.0)
-    assert np.isclose(np.sum(nn.strip(z, dim) * x), np.sum(z * nn.augment(x, extra)))
+    assert models.augment(x, extra).shape == (n, dim + extra)
+    assert np.array_equal(models.strip(models.augment(x, extra), dim), x)
+    assert np.all(models.augment(x, extra)[:, dim:] == 0.0)
+    assert np.isclose(np.sum(models.strip(z, dim) * x), np.sum(z * models.augment(x, extra)))
 
 
 @PROPERTY
@@ -107,14 +107,14 @@ def test_augmented_field_vjp_and_jvp(case, extra):
     dim, hidden, activation, _, t, seed = case
     rng = np.random.default_rng(seed)
     f = nn.MLP([dim + extra, *hidden, dim + extra], activation, rng)
-    z = nn.augment(rng.standard_normal((3, dim)), extra)
+    z = models.augment(rng.standard_normal((3, dim)), extra)
     assert_field_vjp(f, t, z, rng)
     assert_dot_product(f, t, z, rng)
 
 
 def test_augment_rejects_a_negative_count():
     with pytest.raises(ValueError, match="extra"):
-        nn.augment(np.ones((2, 2)), -1)
+        models.augment(np.ones((2, 2)), -1)
 
 
 @st.composite
@@ -128,7 +128,7 @@ def resnet_cases(draw):
 def test_resnet_backward_and_jvp(case):
     dim, hidden, n_blocks, activation, n, seed = case
     rng = np.random.default_rng(seed)
-    net = nn.ResNet(dim, hidden, n_blocks, activation, rng)
+    net = models.ResNet(dim, hidden, n_blocks, activation, rng)
     x, v = rng.standard_normal((n, dim)), rng.standard_normal((n, dim))
     x_bar, params_bar = net.backward(x, v)
     assert_close(x_bar, fd_vjp(net.forward, x, v), "x")
@@ -140,7 +140,7 @@ def test_resnet_backward_and_jvp(case):
 
 
 def test_resnet_blocks_are_residual_and_independent():
-    net = nn.ResNet(2, 4, 3, rng=np.random.default_rng(0))
+    net = models.ResNet(2, 4, 3, rng=np.random.default_rng(0))
     x = np.array([[0.5, -0.2]])
     hs = net.states(x)
     for block, h, h_next in zip(net.blocks, hs, hs[1:]):
@@ -164,7 +164,7 @@ def classifier_gradient_errors(model, x, labels_bar, rng):
 def test_odenet_pullback(extra):
     rng = np.random.default_rng(3)
     field = nn.TimeMLP([2 + extra, 6, 2 + extra], rng=rng)
-    model = nn.ODENet(field, 2, 3, extra=extra, rng=rng, rtol=1e-10, atol=1e-12)
+    model = models.ODENet(field, 2, 3, extra=extra, rng=rng, rtol=1e-10, atol=1e-12)
     x = rng.standard_normal((4, 2))
     classifier_gradient_errors(model, x, rng.standard_normal((4, 3)), rng)
     assert nn.count_params(model) == sum(p.size for p in field.params) + 3 * (2 + extra) + 3
@@ -172,20 +172,20 @@ def test_odenet_pullback(extra):
 
 def test_odenet_flow_starts_at_the_augmented_input():
     rng = np.random.default_rng(4)
-    model = nn.ODENet(nn.MLP([3, 4, 3], rng=rng), 2, 2, extra=1, rng=rng)
+    model = models.ODENet(nn.MLP([3, 4, 3], rng=rng), 2, 2, extra=1, rng=rng)
     x = rng.standard_normal((5, 2))
     zs = model.flow(x, np.linspace(0.0, 1.0, 3))
-    assert zs.shape == (3, 5, 3) and np.array_equal(zs[0], nn.augment(x, 1))
+    assert zs.shape == (3, 5, 3) and np.array_equal(zs[0], models.augment(x, 1))
 
 
 def test_odenet_checks_the_field_width():
     with pytest.raises(ValueError, match="dim \\+ extra"):
-        nn.ODENet(nn.MLP([2, 4, 2]), 2, 2, extra=1)
+        models.ODENet(nn.MLP([2, 4, 2]), 2, 2, extra=1)
 
 
 def test_resnet_classifier_pullback():
     rng = np.random.default_rng(5)
-    model = nn.ResNetClassifier(2, 5, 2, 3, rng=rng)
+    model = models.ResNetClassifier(2, 5, 2, 3, rng=rng)
     classifier_gradient_errors(model, rng.standard_normal((4, 2)), rng.standard_normal((4, 3)), rng)
 
 

@@ -5,20 +5,22 @@ open and check.  The public surface:
 
 * :func:`odeint` and :func:`integrate` solve initial value problems (``neuralode.odeint``);
 * :func:`odeint_vjp` differentiates a solve, by backprop through the solver or by the adjoint method;
-* :mod:`neuralode.nn` holds models under the dynamics protocol (``f(t, y)``, ``f.params``, ``f.vjp``);
+* :mod:`neuralode.nn` holds layers and vector fields under the dynamics protocol (``f(t, y)``,
+  ``f.params``, ``f.vjp``); :mod:`neuralode.models` the models built on a solve (ResNet, ODE-Net);
+* :mod:`neuralode.params` flattens a model's parameters into one vector and back;
 * :mod:`neuralode.data` makes toy data sets; :mod:`neuralode.train` holds losses and the loop ``fit``;
 * :mod:`neuralode.checks` holds finite differences, the dot-product test and observed orders.
 """
 
-from . import checks, nn, optim, stepsize, tableaux
+from . import checks, nn, optim, params, stepsize, tableaux
 from .errors import IntegrationError, NonFiniteError, StepSizeUnderflowError, TooManyStepsError
 from .gradients import odeint_vjp
 from .solver import ODESolution, integrate, odeint
 from .tableaux import TABLEAUX, ButcherTableau
-from . import data, train
+from . import data, models, train
 
 __all__ = [
     "ButcherTableau", "IntegrationError", "NonFiniteError", "ODESolution", "StepSizeUnderflowError",
     "TABLEAUX", "TooManyStepsError", "checks", "integrate", "nn", "odeint", "odeint_vjp", "optim", "stepsize", "tableaux",
 ]
-__all__ += ["data", "train"]
+__all__ += ["data", "models", "params", "train"]

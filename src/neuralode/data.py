@@ -154,7 +154,7 @@ def concentric_spheres(n, dim=2, noise=0.0, rng=None, radii=(0.5, 1.0, 1.5)):
     that surrounds it, so no flow followed by a linear head separates the classes exactly.  On the
     line (``dim=1``) the flow keeps the order of points, and at most three quarters of them can be
     classified right; in the plane a flow can squeeze a thin neck of the annulus across the boundary.
-    One extra dimension makes room (:func:`~neuralode.nn.augment`).
+    One extra dimension makes room (:func:`~neuralode.models.augment`).
 
     Args:
         n: the number of points, split evenly between the classes.

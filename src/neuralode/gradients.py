@@ -17,7 +17,7 @@ Every derivative of ``f`` comes from its hand-written ``f.vjp(t, y, v)`` (the dy
 
 import numpy as np
 
-from .nn import ravel_params, unravel_params
+from .params import ravel_params, unravel_params
 from .solver import DEFAULT_MAX_NUM_STEPS, Problem, integrate_adaptive, integrate_fixed, prepare
 
 GRADIENTS = ("adjoint", "backprop")

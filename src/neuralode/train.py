@@ -96,7 +96,7 @@ def trajectory_step(f, optimizer, batch, *, loss=mse, **solver):
 
 
 def classifier_step(model, optimizer, x, labels):
-    """One step of a classifier with ``forward_vjp`` (:class:`~neuralode.nn.ODENet`, ``ResNetClassifier``).
+    """One step of a classifier with ``forward_vjp`` (:class:`~neuralode.models.ODENet`, ``ResNetClassifier``).
 
     Returns:
         ``(loss, info)``: the softmax cross-entropy before the update, and ``info`` with the batch

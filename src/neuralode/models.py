@@ -1,0 +1,198 @@
+"""Models built on a solve, or on a stack of layers: ResNets, ODE-Nets and their classifiers.
+
+The layers and vector fields they are made of live in :mod:`neuralode.nn`; the solve and its
+gradient in :mod:`neuralode.solver` and :mod:`neuralode.gradients`.  Imports run one way, from these
+models down to the solver: nothing below imports this module.
+"""
+
+import numpy as np
+
+from .gradients import odeint_vjp
+from .nn import MLP, Linear
+from .solver import odeint
+
+
+def augment(x, extra):
+    """Append ``extra`` zero features to every row: the initial state ``[x, 0]`` of an augmented neural ODE.
+
+    Dupont, Doucet & Teh (2019) lift ``x`` in ``R^d`` to ``R^(d + p)`` so that the flow has room to move
+    points past one another.  ``augment`` and :func:`strip` are linear maps and each other's transpose,
+    so the VJP of ``augment`` is ``strip`` and the VJP of ``strip`` is ``augment``.
+
+    Example:
+        >>> augment(np.ones((2, 2)), 1)
+        array([[1., 1., 0.],
+               [1., 1., 0.]])
+    """
+    if int(extra) != extra or extra < 0:
+        raise ValueError(f"extra must be a non-negative integer, got {extra!r}")
+    x = np.asarray(x, dtype=float)
+    return np.concatenate([x, np.zeros(x.shape[:-1] + (int(extra),))], axis=-1)
+
+
+def strip(z, dim):
+    """Keep the first ``dim`` features of every row: the inverse of :func:`augment` on its image.
+
+    Example:
+        >>> strip(np.arange(6.0).reshape(2, 3), 2)
+        array([[0., 1.],
+               [3., 4.]])
+    """
+    return np.asarray(z, dtype=float)[..., :dim]
+
+
+class ResNet:
+    """A residual network ``h <- h + g_i(h)``, each block ``g_i`` an :class:`MLP` ``[dim, hidden, dim]``.
+
+    Each residual block is one Euler step of size 1 of ``dh/dt = g_i(h)`` (Chen et al., 2018, Eq. 1),
+    with its own parameters.  A feed-forward model, not a field: ``forward(x)`` and ``backward(x, v)``.
+
+    Args:
+        dim: the width of the state ``h``.
+        hidden: the hidden width of every block.
+        n_blocks: the number of residual blocks.
+        activation: a name in :data:`ACTIVATIONS`.
+        rng: the random generator for the initial weights.
+
+    Example:
+        >>> net = ResNet(2, 8, 3)
+        >>> net.forward(np.zeros((4, 2))).shape
+        (4, 2)
+    """
+
+    def __init__(self, dim, hidden, n_blocks, activation="tanh", rng=None):
+        if int(n_blocks) != n_blocks or n_blocks < 1:
+            raise ValueError(f"n_blocks must be a positive integer, got {n_blocks!r}")
+        rng = np.random.default_rng(0) if rng is None else rng
+        self.dim = dim
+        self.blocks = [MLP([dim, hidden, dim], activation, rng) for _ in range(int(n_blocks))]
+
+    @property
+    def params(self):
+        """Every block's ``[W1, b1, W2, b2]``, block after block."""
+        return [p for block in self.blocks for p in block.params]
+
+    def states(self, x):
+        """The hidden states ``[h_0 = x, h_1, ..., h_n]``, one after every block."""
+        hs = [np.asarray(x, dtype=float)]
+        for block in self.blocks:
+            hs.append(hs[-1] + block.forward(hs[-1]))
+        return hs
+
+    def forward(self, x):
+        """The output ``h_n``."""
+        return self.states(x)[-1]
+
+    def backward(self, x, v):
+        """The VJP ``(v . dh_n/dx, [v . dh_n/dtheta_i])``: through each block, ``v <- v + v . dg_i/dh``."""
+        hs = self.states(x)
+        v, params_bar = np.asarray(v, dtype=float), []
+        for block, h in zip(reversed(self.blocks), reversed(hs[:-1])):
+            h_bar, block_bar = block.backward(h, v)
+            v = v + h_bar
+            params_bar = block_bar + params_bar
+        return v, params_bar
+
+    def jvp(self, x, u):
+        """``dh_n/dx . u``: the tangent carried forward, ``u <- u + dg_i/dh . u``."""
+        h, u = np.asarray(x, dtype=float), np.asarray(u, dtype=float)
+        for block in self.blocks:
+            h, u = h + block.forward(h), u + block.jvp(0.0, h, u)
+        return u
+
+
+class ODENet:
+    """A classifier ``x -> z(t0) = [x, 0] -> z(t1) -> logits = head(z(t1))``: an ODE-Net.
+
+    The features are the flow of ``dz/dt = field(t, z)`` over ``[t0, t1] = [0, t1]`` (Chen et al.,
+    2018, Section 3); with ``extra > 0`` the state is augmented by zeros (Dupont et al., 2019).  The
+    head is a :class:`Linear` layer to ``n_classes`` logits.
+
+    Args:
+        field: dynamics on ``dim + extra`` features, e.g. ``MLP([dim + extra, 32, dim + extra])``.
+        dim: the number of input features.
+        n_classes: the number of classes.
+        extra: the number of zero features appended to ``x``.
+        t1: the end time of the flow.
+        rng: the random generator for the head's initial weights.
+        **solver: ``gradient``, ``method``, ``rtol``, ``atol``, ``step_size`` for
+            :func:`~neuralode.odeint_vjp`.
+    """
+
+    def __init__(self, field, dim, n_classes, *, extra=0, t1=1.0, rng=None, **solver):
+        state = getattr(field, "sizes", [dim + extra])[0]
+        if state != dim + extra:
+            raise ValueError(f"the field acts on {state} features, but dim + extra = {dim + extra}")
+        rng = np.random.default_rng(0) if rng is None else rng
+        self.field, self.dim, self.extra, self.t1 = field, dim, int(extra), float(t1)
+        self.head = Linear(dim + extra, n_classes, rng)
+        self.solver = {"gradient": "adjoint", "rtol": 1e-5, "atol": 1e-6, **solver}
+
+    @property
+    def params(self):
+        """The field's parameters followed by the head's ``[W, b]``."""
+        return self.field.params + self.head.params
+
+    def flow(self, x, t):
+        """The augmented states ``z(t)`` at the times ``t`` (from ``t[0]``), shape ``(len(t), n, dim + extra)``."""
+        options = {k: v for k, v in self.solver.items() if k != "gradient"}
+        return odeint(self.field, augment(x, self.extra), t, **options)
+
+    def forward(self, x):
+        """The logits, shape ``(n, n_classes)``."""
+        return self.head.forward(self.flow(x, [0.0, self.t1])[-1])
+
+    def forward_vjp(self, x):
+        """The logits and a pullback ``logits_bar -> (x_bar, params_bar)`` through the head and the flow.
+
+        The loss depends on the flow only through ``z(t1)``, so the cotangent of the trajectory is
+        zero at ``t0`` and ``head``'s input cotangent at ``t1``.  ``pullback.flow`` is the flow's own
+        :class:`~neuralode.gradients.Pullback`, which reports ``nfe_forward`` and ``nfe_backward``.
+        """
+        zs, flow_pullback = odeint_vjp(self.field, augment(x, self.extra), np.array([0.0, self.t1]), **self.solver)
+        logits = self.head.forward(zs[-1])
+
+        def pullback(logits_bar):
+            z1_bar, head_bar = self.head.vjp(zs[-1], logits_bar)
+            zs_bar = np.zeros_like(zs)
+            zs_bar[-1] = z1_bar
+            z0_bar, field_bar, _ = flow_pullback(zs_bar)
+            return strip(z0_bar, self.dim), list(field_bar) + head_bar
+
+        pullback.flow = flow_pullback
+        return logits, pullback
+
+
+class ResNetClassifier:
+    """The discrete counterpart of :class:`ODENet`: ``x -> ResNet -> Linear head -> logits``.
+
+    Args:
+        dim, hidden, n_blocks, activation: as for :class:`ResNet`.
+        n_classes: the number of classes.
+        rng: the random generator for the initial weights.
+    """
+
+    def __init__(self, dim, hidden, n_blocks, n_classes, activation="tanh", rng=None):
+        rng = np.random.default_rng(0) if rng is None else rng
+        self.body = ResNet(dim, hidden, n_blocks, activation, rng)
+        self.head = Linear(dim, n_classes, rng)
+
+    @property
+    def params(self):
+        """The blocks' parameters followed by the head's ``[W, b]``."""
+        return self.body.params + self.head.params
+
+    def forward(self, x):
+        """The logits, shape ``(n, n_classes)``."""
+        return self.head.forward(self.body.forward(x))
+
+    def forward_vjp(self, x):
+        """The logits and a pullback ``logits_bar -> (x_bar, params_bar)``."""
+        h = self.body.forward(x)
+
+        def pullback(logits_bar):
+            h_bar, head_bar = self.head.vjp(h, logits_bar)
+            x_bar, body_bar = self.body.backward(x, h_bar)
+            return x_bar, body_bar + head_bar
+
+        return self.head.forward(h), pullback
