@@ -19,6 +19,11 @@ export JUPYTER_PREFER_ENV_PATH := 1
 # Chapters draw with matplotlib's inline backend; a backend inherited from the caller
 # (MPLBACKEND=Agg, say) would make plt.show() warn and fail the strict build.
 unexport MPLBACKEND
+# One BLAS thread in every kernel: the book's matrices are small, and a second thread only adds
+# overhead (chapter 11's training: 11.6 s with one thread, 15.5 s with two) and variation.
+export OPENBLAS_NUM_THREADS := 1
+export OMP_NUM_THREADS := 1
+export MKL_NUM_THREADS := 1
 
 # Paired chapters: book/NN_*.md files with a jupytext header. `make notebooks` keeps cell ids
 # (jupytext --update), records no timings and merges each cell's consecutive stream outputs
@@ -37,7 +42,7 @@ NBVAL_ARGS := --nbval --nbval-current-env --nbval-cell-timeout=600 \
               --nbval-sanitize-with tests/nbval_sanitize.cfg
 TEST_STAGES := test-engine test-notebooks test-pairing test-build test-browser
 
-.PHONY: help venv book test $(TEST_STAGES) serve lab notebooks bench clean
+.PHONY: help venv chromium book test $(TEST_STAGES) serve lab notebooks bench clean
 
 help:
 	@echo 'make venv       create .venv and install requirements.txt (the engine in editable mode)'
@@ -60,6 +65,22 @@ $(STAMP): requirements.txt pyproject.toml
 	$(VENV)/bin/python -m pip install --upgrade pip
 	$(VENV)/bin/python -m pip install -r requirements.txt
 	@touch $@
+
+# The browser stage drives Debian's Chromium. `make test` checks for it first, before the long
+# stages: as root with apt-get it installs the package itself, otherwise it stops at once and says
+# what to run.
+CHROMIUM := /usr/bin/chromium
+chromium:
+	@if [ -x $(CHROMIUM) ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get > /dev/null; then \
+	  echo "$(CHROMIUM) is missing: installing Debian's chromium with apt-get (the browser stage needs it)."; \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium < /dev/null; \
+	else \
+	  echo "make test needs Debian's Chromium at $(CHROMIUM) for its browser stage, and it is missing."; \
+	  echo "Install it, then run make test again:"; \
+	  echo "    sudo apt-get update && sudo apt-get install -y chromium"; \
+	  exit 1; \
+	fi
 
 # ---------------------------------------------------------------------------------------
 # The book
@@ -102,7 +123,7 @@ notebooks: venv
 # ---------------------------------------------------------------------------------------
 # Tests, in order; each stage is also a target of its own.
 
-test: venv
+test: venv chromium
 	@timings=''; \
 	for stage in $(TEST_STAGES); do \
 	  echo; echo "=== make $$stage"; \
@@ -118,10 +139,16 @@ test: venv
 test-engine: venv
 	@$(call pytest_stage,tests -m "not notebooks and not browser")
 
-# Re-run every executed notebook and compare its outputs with the stored ones.
+# Re-run every executed notebook and compare its outputs with the stored ones, under a
+# floating-point environment other than the one `make notebooks` used (another OpenBLAS kernel,
+# NumPy's SIMD loops off: tests/perturbed_fp_env.py), so that a digit which depends on the
+# processor fails here and not on a reader's machine. NBVAL_NATIVE=1 compares in the machine's own.
+NBVAL_NATIVE ?=
 test-notebooks: venv
 	@if compgen -G 'notebooks/*.ipynb' > /dev/null; then \
-	  $(BIN)/pytest -ra $(NBVAL_ARGS) notebooks/; \
+	  if [ -n '$(NBVAL_NATIVE)' ]; then perturb=''; else perturb="$$($(BIN)/python tests/perturbed_fp_env.py)"; fi; \
+	  echo "nbval under: $${perturb:-the machine's own floating-point environment}" | tr '\n' ' '; echo; \
+	  env $$perturb $(BIN)/pytest -ra $(NBVAL_ARGS) notebooks/; \
 	else \
 	  echo 'notebooks/ holds no .ipynb yet: nothing for nbval to compare.'; \
 	fi
@@ -137,7 +164,7 @@ test-build: venv
 	$(BIN)/jupyter-book build . -W -n --keep-going --all
 
 # Every built page in headless Chromium: offline, math typeset, images and links sound.
-test-browser: venv
+test-browser: venv chromium
 	$(BIN)/pytest -ra tests -m browser
 
 # ---------------------------------------------------------------------------------------
