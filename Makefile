@@ -144,11 +144,13 @@ test-engine: venv
 # NumPy's SIMD loops off: tests/perturbed_fp_env.py), so that a digit which depends on the
 # processor fails here and not on a reader's machine. NBVAL_NATIVE=1 compares in the machine's own.
 NBVAL_NATIVE ?=
+# NBVAL_NOTEBOOKS=notebooks/05_adaptive_dopri5.ipynb compares only the notebooks named.
+NBVAL_NOTEBOOKS ?= notebooks/
 test-notebooks: venv
 	@if compgen -G 'notebooks/*.ipynb' > /dev/null; then \
 	  if [ -n '$(NBVAL_NATIVE)' ]; then perturb=''; else perturb="$$($(BIN)/python tests/perturbed_fp_env.py)"; fi; \
 	  echo "nbval under: $${perturb:-the machine's own floating-point environment}" | tr '\n' ' '; echo; \
-	  env $$perturb $(BIN)/pytest -ra $(NBVAL_ARGS) notebooks/; \
+	  env $$perturb $(BIN)/pytest -ra $(NBVAL_ARGS) $(NBVAL_NOTEBOOKS); \
 	else \
 	  echo 'notebooks/ holds no .ipynb yet: nothing for nbval to compare.'; \
 	fi
