@@ -167,7 +167,7 @@ test-build: venv
 
 # Every built page in headless Chromium: offline, math typeset, images and links sound.
 test-browser: venv chromium
-	$(BIN)/pytest -ra tests -m browser
+	$(BIN)/pytest -ra -rP tests -m browser
 
 # ---------------------------------------------------------------------------------------
 # Benchmarks: scripts that print ratios measured side by side, and fail when a target is missed.

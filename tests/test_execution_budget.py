@@ -1,0 +1,85 @@
+"""The time budget, read from the execution-statistics page of the built book (_build/html).
+
+The book is written so that each chapter executes in under 20 s and the whole book in under 100 s on
+the machine it is built on (CONTRIBUTING.md, section 8): a reader's machine may be three times
+slower, and the 5-minute build must hold there too. This test fails when a chapter takes more than
+three times its budget, or the book more than three times its own, that is, when even the build on
+this machine says the budget is broken on a slower one. It prints every chapter's time, so the
+log of `make test` carries the measurement.
+
+Run after a build, with the browser tests (`make test-browser`).
+"""
+
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+STATS_PAGE = Path(__file__).resolve().parents[1] / "_build" / "html" / "book" / "execution_statistics.html"
+CHAPTER_BUDGET_S = 20.0
+BOOK_BUDGET_S = 100.0
+SLOWER_MACHINE = 3.0
+
+
+class _Table(HTMLParser):
+    """The cells of every table row on a page, as lists of text."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows, self._row, self._cell = [], None, None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "tr":
+            self._row = []
+        elif tag in ("td", "th") and self._row is not None:
+            self._cell = []
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self._row.append(" ".join("".join(self._cell).split()))
+            self._cell = None
+        elif tag == "tr" and self._row is not None:
+            self.rows.append(self._row)
+            self._row = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def run_times():
+    """``{document: seconds}`` from the execution-statistics table."""
+    if not STATS_PAGE.is_file():
+        pytest.fail(f"{STATS_PAGE} is missing: build the book first (make book, or make test-build)")
+    parser = _Table()
+    parser.feed(STATS_PAGE.read_text(encoding="utf-8"))
+    header = next((row for row in parser.rows if "Document" in row), None)
+    assert header is not None, "no execution table with a 'Document' column on the statistics page"
+    doc_col = header.index("Document")
+    time_col = next(i for i, name in enumerate(header) if name.startswith("Run Time"))
+    status_col = header.index("Status")
+    times = {}
+    for row in parser.rows:
+        if row is header or len(row) != len(header):
+            continue
+        assert row[status_col] == "✅", f"{row[doc_col]} did not execute cleanly: {row[status_col]}"
+        times[row[doc_col]] = float(re.sub(r"[^0-9.]", "", row[time_col]))
+    return times
+
+
+def test_every_chapter_and_the_book_within_budget():
+    times = run_times()
+    chapters = {doc: s for doc, s in times.items() if re.match(r"book/\d\d_", doc)}
+    assert chapters, f"no chapter in the execution table: {sorted(times)}"
+    for doc, seconds in sorted(chapters.items()):
+        print(f"{doc:42s} {seconds:6.1f} s  (budget {CHAPTER_BUDGET_S:.0f} s)")
+    total = sum(times.values())
+    print(f"{'whole book':42s} {total:6.1f} s  (budget {BOOK_BUDGET_S:.0f} s)")
+    over = {doc: s for doc, s in chapters.items() if s > SLOWER_MACHINE * CHAPTER_BUDGET_S}
+    assert not over, (f"chapters over {SLOWER_MACHINE:.0f} x their {CHAPTER_BUDGET_S:.0f} s budget: {over}; "
+                      "choose smaller problems (CONTRIBUTING.md, section 8)")
+    assert total <= SLOWER_MACHINE * BOOK_BUDGET_S, (
+        f"the book executes in {total:.0f} s, over {SLOWER_MACHINE:.0f} x its {BOOK_BUDGET_S:.0f} s budget")
