@@ -25,12 +25,12 @@ export OPENBLAS_NUM_THREADS := 1
 export OMP_NUM_THREADS := 1
 export MKL_NUM_THREADS := 1
 
-# Paired chapters: book/NN_*.md files with a jupytext header. `make notebooks` keeps cell ids
+# Paired chapters: book/*.md files with a jupytext header (NN_*.md chapters, A*_*.md appendices). `make notebooks` keeps cell ids
 # (jupytext --update), records no timings and merges each cell's consecutive stream outputs
 # (how a kernel splits printed text varies from run to run), so unchanged chapters give
 # unchanged notebooks.
 # Override to re-execute a few: make notebooks CHAPTERS=book/03_euler_method.md
-CHAPTERS = $(shell grep -l '^jupytext:' book/[0-9][0-9]_*.md 2>/dev/null)
+CHAPTERS = $(shell grep -l '^jupytext:' book/*.md 2>/dev/null)
 
 # pytest exits with 5 when a stage collects no test (no engine tests yet, say): that stage
 # has nothing to check and does not fail.
@@ -149,7 +149,7 @@ NBVAL_NOTEBOOKS ?= notebooks/
 test-notebooks: venv
 	@if compgen -G 'notebooks/*.ipynb' > /dev/null; then \
 	  if [ -n '$(NBVAL_NATIVE)' ]; then perturb=''; else perturb="$$($(BIN)/python tests/perturbed_fp_env.py)"; fi; \
-	  echo "nbval under: $${perturb:-the machine's own floating-point environment}" | tr '\n' ' '; echo; \
+	  echo "nbval under: $${perturb:-its own floating-point environment (NBVAL_NATIVE=1)}" | tr '\n' ' '; echo; \
 	  env $$perturb $(BIN)/pytest -ra $(NBVAL_ARGS) $(NBVAL_NOTEBOOKS); \
 	else \
 	  echo 'notebooks/ holds no .ipynb yet: nothing for nbval to compare.'; \

@@ -171,7 +171,7 @@ def test_ravel_and_unravel_params():
 
 @pytest.mark.parametrize("sizes", [[2], [], [2, 0], [0, 2], [2, -1, 2], [2, 1.5]])
 def test_bad_sizes(sizes):
-    with pytest.raises(ValueError, match="sizes must list at least two positive layer widths"):
+    with pytest.raises(ValueError, match="sizes"):
         MLP(sizes)
 
 

@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .errors import check_int, check_number
 from .solver import odeint
 
 SPIRAL_A = np.array([[-0.1, 2.0], [-2.0, -0.1]])
@@ -41,9 +42,8 @@ def spiral(n_points=1000, t_max=25.0, *, y0=(2.0, 0.0), noise=0.0, rng=None, rto
         >>> ys.shape, ys[0].tolist()
         ((100, 2), [2.0, 0.0])
     """
-    if noise < 0:
-        raise ValueError(f"noise must be non-negative, got {noise!r}")
-    t = np.linspace(0.0, t_max, n_points)
+    noise, n_points = check_number("noise", noise, low=0.0), check_int("n_points", n_points, minimum=2)
+    t = np.linspace(0.0, check_number("t_max", t_max, low=0.0, strict=True), n_points)
     ys = odeint(spiral_dynamics, np.asarray(y0, dtype=float), t, rtol=rtol, atol=atol)
     if noise > 0:
         if rng is None:
@@ -88,6 +88,9 @@ def trajectory_windows(t, ys, batch_size, window, rng):
     n = len(t)
     if ys.shape[0] != n:
         raise ValueError(f"ys has {ys.shape[0]} observations but t has {n} times")
+    window, batch_size = check_int("window", window, minimum=2), check_int("batch_size", batch_size)
+    if t.ndim != 1 or not np.isfinite(t).all() or not np.isfinite(ys).all():
+        raise ValueError(f"t must be a finite 1-D array and ys finite, got t of shape {t.shape}")
     if not 2 <= window <= n:
         raise ValueError(f"window must be between 2 and len(t) = {n}, got {window}")
     if not 1 <= batch_size <= n - window + 1:
@@ -102,9 +105,8 @@ def trajectory_windows(t, ys, batch_size, window, rng):
 
 def _split(n):
     """Sizes of two classes for ``n`` points: ``n // 2`` and the rest."""
-    if int(n) != n or n < 2:
-        raise ValueError(f"n must be an integer of at least 2, got {n!r}")
-    return int(n) // 2, int(n) - int(n) // 2
+    n = check_int("n", n, minimum=2)
+    return n // 2, n - n // 2
 
 
 def _shuffled(x, labels, rng):
@@ -126,7 +128,7 @@ def two_moons(n, noise=0.1, rng=None):
         >>> x.shape, int(labels.sum())
         ((10, 2), 5)
     """
-    rng = np.random.default_rng(0) if rng is None else rng
+    rng, noise = np.random.default_rng(0) if rng is None else rng, check_number("noise", noise, low=0.0)
     n0, n1 = _split(n)
     a0, a1 = rng.uniform(0.0, np.pi, n0), rng.uniform(0.0, np.pi, n1)
     x = np.concatenate([np.stack([np.cos(a0), np.sin(a0)], axis=1),
@@ -166,11 +168,13 @@ def concentric_spheres(n, dim=2, noise=0.0, rng=None, radii=(0.5, 1.0, 1.5)):
     Returns:
         ``(x, labels)``: points of shape ``(n, dim)`` and integer labels of shape ``(n,)``, shuffled.
     """
-    r1, r2, r3 = radii
+    if not hasattr(radii, "__len__") or len(radii) != 3:
+        raise ValueError(f"radii must be three numbers (r1, r2, r3), got {radii!r}")
+    r1, r2, r3 = (check_number(f"radii[{i}]", r) for i, r in enumerate(radii))
+    noise = check_number("noise", noise, low=0.0)
     if not 0 < r1 < r2 < r3:
         raise ValueError(f"radii must satisfy 0 < r1 < r2 < r3, got {radii!r}")
-    if int(dim) != dim or dim < 1:
-        raise ValueError(f"dim must be a positive integer, got {dim!r}")
+    dim = check_int("dim", dim)
     rng = np.random.default_rng(0) if rng is None else rng
     n0, n1 = _split(n)
     x = np.concatenate([_uniform_in_shell(n0, int(dim), 0.0, r1, rng), _uniform_in_shell(n1, int(dim), r2, r3, rng)])
@@ -195,7 +199,9 @@ def one_hot(labels, n_classes):
         array([[1., 0., 0.],
                [0., 0., 1.]])
     """
-    labels = np.asarray(labels)
+    labels, n_classes = np.asarray(labels), check_int("n_classes", n_classes)
+    if labels.dtype.kind not in "iu":
+        raise ValueError(f"labels must be integers, got dtype {labels.dtype}")
     if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
         raise ValueError(f"labels must lie in 0..{n_classes - 1}")
     return np.eye(n_classes)[labels]

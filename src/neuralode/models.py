@@ -7,6 +7,7 @@ models down to the solver: nothing below imports this module.
 
 import numpy as np
 
+from .errors import check_int, check_number
 from .gradients import odeint_vjp
 from .nn import MLP, Linear
 from .solver import odeint
@@ -24,10 +25,16 @@ def augment(x, extra):
         array([[1., 1., 0.],
                [1., 1., 0.]])
     """
-    if int(extra) != extra or extra < 0:
-        raise ValueError(f"extra must be a non-negative integer, got {extra!r}")
+    extra, x = check_int("extra", extra, minimum=0), _features("x", x)
+    return np.concatenate([x, np.zeros(x.shape[:-1] + (extra,))], axis=-1)
+
+
+def _features(name, x):
+    """``x`` as a float array with at least one axis of features, or a ``ValueError`` naming it."""
     x = np.asarray(x, dtype=float)
-    return np.concatenate([x, np.zeros(x.shape[:-1] + (int(extra),))], axis=-1)
+    if x.ndim == 0 or x.shape[-1] == 0:
+        raise ValueError(f"{name} must have a last axis of features, got shape {x.shape}")
+    return x
 
 
 def strip(z, dim):
@@ -38,7 +45,11 @@ def strip(z, dim):
         array([[0., 1.],
                [3., 4.]])
     """
-    return np.asarray(z, dtype=float)[..., :dim]
+    z = _features("z", z)
+    dim = check_int("dim", dim)
+    if dim > z.shape[-1]:
+        raise ValueError(f"dim = {dim} is more than the {z.shape[-1]} features of z")
+    return z[..., :dim]
 
 
 class ResNet:
@@ -61,11 +72,10 @@ class ResNet:
     """
 
     def __init__(self, dim, hidden, n_blocks, activation="tanh", rng=None):
-        if int(n_blocks) != n_blocks or n_blocks < 1:
-            raise ValueError(f"n_blocks must be a positive integer, got {n_blocks!r}")
+        n_blocks, dim, hidden = check_int("n_blocks", n_blocks), check_int("dim", dim), check_int("hidden", hidden)
         rng = np.random.default_rng(0) if rng is None else rng
         self.dim = dim
-        self.blocks = [MLP([dim, hidden, dim], activation, rng) for _ in range(int(n_blocks))]
+        self.blocks = [MLP([dim, hidden, dim], activation, rng) for _ in range(n_blocks)]
 
     @property
     def params(self):
@@ -120,6 +130,11 @@ class ODENet:
     """
 
     def __init__(self, field, dim, n_classes, *, extra=0, t1=1.0, rng=None, **solver):
+        if not callable(field):
+            raise TypeError(f"field must be dynamics f(t, z) with params, got {type(field).__name__}")
+        dim, extra, n_classes = check_int("dim", dim), check_int("extra", extra, minimum=0), check_int("n_classes", n_classes)
+        if check_number("t1", t1) == 0:
+            raise ValueError("t1 must differ from t0 = 0, or the flow does nothing")
         state = getattr(field, "sizes", [dim + extra])[0]
         if state != dim + extra:
             raise ValueError(f"the field acts on {state} features, but dim + extra = {dim + extra}")
@@ -173,7 +188,7 @@ class ResNetClassifier:
     """
 
     def __init__(self, dim, hidden, n_blocks, n_classes, activation="tanh", rng=None):
-        rng = np.random.default_rng(0) if rng is None else rng
+        n_classes, rng = check_int("n_classes", n_classes), np.random.default_rng(0) if rng is None else rng
         self.body = ResNet(dim, hidden, n_blocks, activation, rng)
         self.head = Linear(dim, n_classes, rng)
 

@@ -13,7 +13,23 @@ re-run any cell in any order.
 
 import numpy as np
 
+from .errors import check_int
 from .params import count_params, init_normal, ravel_params, unravel_params  # noqa: F401 (re-exported)
+
+
+def _check_sizes(sizes):
+    """``sizes`` as a list of at least two positive integer widths, or an error naming ``sizes``."""
+    if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__len__"):
+        raise TypeError(f"sizes must be a list of layer widths such as [2, 50, 2], got {sizes!r}")
+    if len(sizes) < 2:
+        raise ValueError(f"sizes must list at least two positive layer widths, got {sizes!r}")
+    return [check_int(f"sizes[{i}]", n) for i, n in enumerate(sizes)]
+
+
+def _check_rng(rng):
+    if rng is not None and not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator (np.random.default_rng(seed)), got {type(rng).__name__}")
+    return np.random.default_rng(0) if rng is None else rng
 
 
 def _softplus(x):
@@ -44,6 +60,7 @@ class Linear:
     """
 
     def __init__(self, n_in, n_out, rng):
+        n_in, n_out, rng = check_int("n_in", n_in), check_int("n_out", n_out), _check_rng(rng)
         bound = 1.0 / np.sqrt(n_in)
         self.W = rng.uniform(-bound, bound, size=(n_out, n_in))
         self.b = rng.uniform(-bound, bound, size=n_out)
@@ -80,12 +97,11 @@ class MLP:
     """
 
     def __init__(self, sizes, activation="tanh", rng=None):
-        if len(sizes) < 2 or any(int(n) != n or n < 1 for n in sizes):
-            raise ValueError(f"sizes must list at least two positive layer widths, got {sizes!r}")
-        if activation not in ACTIVATIONS:
+        sizes = _check_sizes(sizes)
+        if not isinstance(activation, str) or activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
-        rng = np.random.default_rng(0) if rng is None else rng
-        self.sizes, self.activation = list(sizes), activation
+        rng = _check_rng(rng)
+        self.sizes, self.activation = sizes, activation
         self.layers = [Linear(m, n, rng) for m, n in zip(sizes[:-1], sizes[1:])]
 
     @property
@@ -184,9 +200,8 @@ class TimeMLP:
     """
 
     def __init__(self, sizes, activation="tanh", rng=None):
-        if len(sizes) < 2:
-            raise ValueError(f"sizes must list at least two positive layer widths, got {sizes!r}")
-        self.sizes = list(sizes)
+        sizes = _check_sizes(sizes)
+        self.sizes = sizes
         self.net = MLP([sizes[0] + 1] + list(sizes[1:]), activation, rng)
 
     @property

@@ -87,6 +87,8 @@ def _check_times(t):
         raise ValueError(f"t must be a non-empty 1-D array of output times, got shape {t.shape}")
     if not np.isfinite(t).all():
         raise ValueError("t must contain only finite times")
+    if not math.isfinite(float(t.max()) - float(t.min())):
+        raise ValueError(f"t spans [{t.min():.3g}, {t.max():.3g}], wider than floating point holds; rescale time")
     if t.size > 1:
         dt = np.diff(t)
         if not ((dt > 0).all() or (dt < 0).all()):
@@ -128,11 +130,15 @@ def _check_max_num_steps(max_num_steps):
 
 
 def _flat_dynamics(func, shape):
-    if len(shape) == 1:
-        return func
+    """``func`` on flat states, checking the shape of every derivative it returns (a comparison, no copy)."""
+    size = (int(np.prod(shape)),)
 
     def fun(t, y):
-        return np.asarray(func(t, y.reshape(shape)), dtype=float).reshape(-1)
+        dy = np.asarray(func(t, y.reshape(shape)), dtype=float)
+        if dy.shape != shape:
+            raise ValueError(f"func(t, y) returned shape {dy.shape} at t = {t:.6g}; it must return dy/dt "
+                             f"with y's shape {shape}")
+        return dy.reshape(size)
 
     return fun
 
@@ -150,6 +156,9 @@ def prepare(func, y0, t, method, rtol, atol, step_size, max_num_steps):
     tableau = _check_method(method)
     rtol = _check_tolerance("rtol", rtol, y0.shape, allow_zero=False)
     atol = _check_tolerance("atol", atol, y0.shape, allow_zero=True)
+    if np.any((np.asarray(atol) == 0) & (y0.reshape(-1) == 0)):
+        raise ValueError("atol is 0 where y0 is 0: the error of that component has no scale to be measured "
+                         "against; give a positive atol")
     step_size, max_num_steps = _check_step_size(step_size), _check_max_num_steps(max_num_steps)
     f0 = _check_derivative(func(float(t[0]), y0.copy()), y0.shape, t[0])
     return Problem(_flat_dynamics(func, y0.shape), y0.reshape(-1), t, y0.shape, tableau, rtol, atol,
@@ -207,11 +216,21 @@ def rk_step(fun, t, h, tableau, YK):
     return y_new, W
 
 
-def steps_per_interval(t, step_size):
-    """How many equal steps each interval of ``t`` is cut into: one, or enough for ``step_size``."""
+def steps_per_interval(t, step_size, max_num_steps=None):
+    """How many equal steps each interval of ``t`` is cut into: one, or enough for ``step_size``.
+
+    The counts are found in floating point and checked against ``max_num_steps`` before they become
+    integers, so that a tiny ``step_size`` raises :class:`TooManyStepsError` instead of overflowing.
+    """
     if step_size is None:
-        return np.ones(len(t) - 1, dtype=int)
-    return np.maximum(1, np.ceil(np.abs(np.diff(t)) / step_size - 1e-9).astype(int))
+        counts = np.ones(len(t) - 1)
+    else:
+        counts = np.maximum(1.0, np.ceil(np.abs(np.diff(t)) / step_size - 1e-9))
+    total = float(counts.sum())
+    if max_num_steps is not None and not total <= max_num_steps:
+        raise TooManyStepsError(t[0], f"{total:.4g} fixed steps needed, more than max_num_steps = "
+                                f"{max_num_steps}", "Use a larger step_size or raise max_num_steps")
+    return counts.astype(int)
 
 
 def _quiet_overflow(solve):
@@ -238,10 +257,7 @@ def integrate_fixed(problem, tape=None):
         tape: a list to which every step is appended as ``(k, n, N, t_n, h, y_n, K)`` (for backprop).
     """
     fun, t, tab = problem.fun, problem.t, problem.tableau
-    counts = steps_per_interval(t, problem.step_size)
-    if counts.sum() > problem.max_num_steps:
-        raise TooManyStepsError(t[0], f"{counts.sum()} fixed steps needed, more than max_num_steps = "
-                                f"{problem.max_num_steps}", "Use a larger step_size or raise max_num_steps")
+    counts = steps_per_interval(t, problem.step_size, problem.max_num_steps)
     ys = np.empty((len(t), problem.y0.size))
     ys[0] = y = problem.y0
     k0, nfe = problem.f0, 1

@@ -77,6 +77,8 @@ def select_initial_step(fun, t0, y0, f0, direction, error_order, rtol, atol, int
     d0, d1 = rms_norm(y0 / scale), rms_norm(f0 / scale)
     h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
     h0 = min(h0, interval)
+    if not h0 > 0:      # |f0| overflows the norm: start from the smallest step, and let the loop judge it
+        return 0.0
     f1 = fun(t0 + direction * h0, y0 + direction * h0 * f0)
     d2 = rms_norm((f1 - f0) / scale) / h0
     if d1 <= 1e-15 and d2 <= 1e-15:

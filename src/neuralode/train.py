@@ -17,7 +17,32 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .errors import check_int
 from .gradients import odeint_vjp
+
+
+def _same_shape(pred, target):
+    """``pred`` and ``target`` as float arrays of one shape, or a ``ValueError`` (no silent broadcast)."""
+    pred, target = np.asarray(pred, dtype=float), np.asarray(target, dtype=float)
+    if pred.shape != target.shape:
+        raise ValueError(f"pred has shape {pred.shape} but target has shape {target.shape}; they must match")
+    if pred.size == 0:
+        raise ValueError("pred and target must not be empty")
+    return pred, target
+
+
+def _logits_and_labels(logits, labels):
+    """Check ``logits`` ``(n, k)`` and integer ``labels`` ``(n,)`` in ``0..k-1``; return them as arrays."""
+    z, labels = np.asarray(logits, dtype=float), np.asarray(labels)
+    if z.ndim != 2 or z.shape[0] == 0 or z.shape[1] == 0:
+        raise ValueError(f"logits must have shape (n, n_classes) with n, n_classes >= 1, got {z.shape}")
+    if labels.shape != (z.shape[0],):
+        raise ValueError(f"labels must have shape ({z.shape[0]},), one per row of logits, got {labels.shape}")
+    if labels.dtype.kind not in "iu":
+        raise ValueError(f"labels must be integers, got dtype {labels.dtype}")
+    if labels.min() < 0 or labels.max() >= z.shape[1]:
+        raise ValueError(f"labels must lie in 0..{z.shape[1] - 1}, got {labels.min()}..{labels.max()}")
+    return z, labels
 
 
 def mse(pred, target):
@@ -26,7 +51,8 @@ def mse(pred, target):
     Returns:
         ``(loss, grad)``: ``mean((pred - target)**2)`` and ``2 (pred - target) / pred.size``.
     """
-    r = np.asarray(pred, dtype=float) - np.asarray(target, dtype=float)
+    pred, target = _same_shape(pred, target)
+    r = pred - target
     return float(np.mean(r * r)), 2.0 * r / r.size
 
 
@@ -36,7 +62,8 @@ def mae(pred, target):
     Returns:
         ``(loss, grad)``: ``mean(|pred - target|)`` and ``sign(pred - target) / pred.size``.
     """
-    r = np.asarray(pred, dtype=float) - np.asarray(target, dtype=float)
+    pred, target = _same_shape(pred, target)
+    r = pred - target
     return float(np.mean(np.abs(r))), np.sign(r) / r.size
 
 
@@ -60,7 +87,7 @@ def softmax_cross_entropy(logits, labels):
     Returns:
         ``(loss, grad)``, ``grad`` of the shape of ``logits``.
     """
-    z = np.asarray(logits, dtype=float)
+    z, labels = _logits_and_labels(logits, labels)
     rows = np.arange(z.shape[0])
     shifted = z - z.max(axis=1, keepdims=True)
     log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
@@ -71,7 +98,8 @@ def softmax_cross_entropy(logits, labels):
 
 def accuracy(logits, labels):
     """The fraction of rows whose largest logit is at the true label."""
-    return float(np.mean(np.argmax(logits, axis=1) == np.asarray(labels)))
+    z, labels = _logits_and_labels(logits, labels)
+    return float(np.mean(np.argmax(z, axis=1) == labels))
 
 
 def trajectory_step(f, optimizer, batch, *, loss=mse, **solver):
@@ -252,6 +280,9 @@ def fit(step, n_iters, *, report_every=100, val_fn=None, val_every=None, patienc
     Returns:
         A :class:`History`.
     """
+    n_iters = check_int("n_iters", n_iters, minimum=0)
+    if not callable(step):
+        raise TypeError(f"step must be a function of no arguments, got {type(step).__name__}")
     if patience is not None and val_fn is None:
         raise ValueError("patience needs val_fn, the validation loss it watches")
     stream = sys.stdout if stream is None else stream

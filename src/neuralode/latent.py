@@ -1,0 +1,372 @@
+"""Latent ODEs for irregularly sampled time series (Rubanova, Chen & Duvenaud 2019; Chen et al. 2018, §5).
+
+A variational autoencoder over whole series:
+
+* a recognition RNN reads each series backward in time (its input: the masked values, the mask and
+  the gap to the series' next observation) and gives a Gaussian posterior ``q(z0) = N(mu, exp(logvar))``;
+* ``z0 = mu + exp(logvar / 2) * eps`` with ``eps ~ N(0, I)`` drawn from the caller's ``rng``
+  (the reparameterisation trick of Kingma & Welling 2014);
+* :class:`LatentODE` carries ``z0`` along ``dz/dt = f(z)`` with :func:`~neuralode.odeint_vjp`;
+  :class:`RNNBaseline` instead steps a tanh RNN cell whose input is the time gap (the RNN-VAE baseline);
+* a decoder MLP maps each latent state to the mean of a Gaussian with fixed standard deviation.
+
+The loss is the negative evidence lower bound (ELBO), averaged over series:
+``-(sum of masked Gaussian log-likelihoods) + KL(q(z0) || N(0, I))``. Every derivative is written by hand.
+"""
+
+import numpy as np
+
+from .gradients import odeint_vjp
+from .nn import MLP, Linear
+
+LOG_2PI = float(np.log(2.0 * np.pi))
+
+
+def gaussian_log_likelihood(values, mean, mask, std):
+    """``sum mask * log N(values; mean, std^2)`` and its gradient with respect to ``mean``.
+
+    Entries where ``mask == 0`` contribute nothing, whatever ``values`` holds there (NaN included).
+
+    Example:
+        >>> value, mean_bar = gaussian_log_likelihood(np.zeros(2), np.zeros(2), np.ones(2), 1.0)
+        >>> bool(np.isclose(value, -np.log(2 * np.pi), rtol=0, atol=1e-12)), mean_bar.tolist()
+        (True, [0.0, 0.0])
+    """
+    mask = np.asarray(mask, float)
+    resid = np.where(mask > 0, np.asarray(values, float), 0.0) - np.where(mask > 0, mean, 0.0)
+    value = -0.5 * np.sum(mask * (resid / std) ** 2) - np.sum(mask) * (np.log(std) + 0.5 * LOG_2PI)
+    return float(value), mask * resid / std**2
+
+
+def gaussian_kl(mu, logvar):
+    """``KL(N(mu, exp(logvar)) || N(0, I))`` summed over all entries, and its gradient ``(mu_bar, logvar_bar)``.
+
+    ``KL = 1/2 sum (mu^2 + exp(logvar) - 1 - logvar)``.
+
+    Example:
+        >>> gaussian_kl(np.zeros(3), np.zeros(3))[0]
+        0.0
+    """
+    var = np.exp(logvar)
+    value = 0.5 * np.sum(mu**2 + var - 1.0 - logvar)
+    return float(value), (np.array(mu, float), 0.5 * (var - 1.0))
+
+
+class RNNCell:
+    """``h_new = tanh([h, x] @ W.T + b)``: a tanh RNN cell with its VJP and JVP."""
+
+    def __init__(self, n_hidden, n_input, rng):
+        self.n_hidden, self.n_input = n_hidden, n_input
+        self.linear = Linear(n_hidden + n_input, n_hidden, rng)
+
+    @property
+    def params(self):
+        return self.linear.params
+
+    def forward(self, h, x):
+        """The new hidden state for a batch ``h`` of shape ``(n, H)`` and inputs ``x`` of shape ``(n, D)``."""
+        return np.tanh(self.linear.forward(np.concatenate([h, x], axis=1)))
+
+    def vjp(self, h, x, h_new, v):
+        """``(v . dh_new/dh, v . dh_new/dx, [v . dh_new/dW, v . dh_new/db])``, with ``tanh' = 1 - tanh^2``."""
+        a_bar = v * (1.0 - h_new**2)
+        hx_bar, grads = self.linear.vjp(np.concatenate([h, x], axis=1), a_bar)
+        return hx_bar[:, : self.n_hidden], hx_bar[:, self.n_hidden:], grads
+
+    def jvp(self, h, x, uh, ux):
+        """``dh_new/dh . uh + dh_new/dx . ux``."""
+        h_new = self.forward(h, x)
+        return (1.0 - h_new**2) * self.linear.jvp(np.concatenate([uh, ux], axis=1))
+
+
+def encoder_inputs(times, values, mask):
+    """The recognition RNN's inputs ``[values * mask, mask, gap]`` (``(n, T, 2 D + 1)``) and ``observed`` (``(n, T)``).
+
+    ``gap[i, k]`` is the time from ``times[k]`` to series ``i``'s next observation (0 if none follows);
+    ``observed[i, k]`` is 1 where series ``i`` has any value at ``times[k]``.
+    """
+    observed = (mask.sum(axis=2) > 0).astype(float)
+    n, T = observed.shape
+    gap, next_t = np.zeros((n, T)), np.full(n, np.nan)
+    for k in reversed(range(T)):
+        gap[:, k] = np.where(np.isnan(next_t), 0.0, next_t - times[k])
+        next_t = np.where(observed[:, k] > 0, times[k], next_t)
+    x = np.concatenate([np.where(mask > 0, values, 0.0), mask, gap[:, :, None]], axis=2)
+    return x, observed
+
+
+class Encoder:
+    """The recognition network: an RNN read backward in time, optionally an ODE-RNN.
+
+    At each time, from last to first, a series with an observation there updates its hidden state with
+    :class:`RNNCell`; one without keeps it. With ``ode=True`` (the ODE-RNN of Rubanova et al. 2019) the
+    hidden state also flows by ``dh/dt = g(h)`` from one time back to the previous one. Its
+    backpropagation through time is :meth:`backward`.
+    """
+
+    def __init__(self, obs_dim, n_hidden, rng, ode=False, solver=None):
+        self.cell = RNNCell(n_hidden, 2 * obs_dim + 1, rng)
+        self.flow = MLP([n_hidden, n_hidden, n_hidden], rng=rng) if ode else None
+        self.solver, self.n_hidden = solver or {"method": "rk4"}, n_hidden
+
+    @property
+    def params(self):
+        return self.cell.params + (self.flow.params if self.flow is not None else [])
+
+    def forward(self, times, x, observed):
+        """The hidden state at ``times[0]`` (``(n, H)``) and the tape :meth:`backward` needs."""
+        h, tape = np.zeros((x.shape[0], self.n_hidden)), []
+        for k in reversed(range(len(times))):
+            pullback = None
+            if self.flow is not None and k < len(times) - 1:
+                hs, pullback = odeint_vjp(self.flow, h, np.array([times[k + 1], times[k]]), **self.solver)
+                h = hs[-1]
+            new = self.cell.forward(h, x[:, k])
+            tape.append((k, h, new, pullback))
+            o = observed[:, k:k + 1]
+            h = o * new + (1.0 - o) * h
+        return h, tape
+
+    def backward(self, x, observed, tape, h_bar):
+        """Backpropagation through time: ``(x_bar, params_bar)`` from ``h_bar = dL/dh(times[0])``."""
+        grads = [np.zeros_like(p) for p in self.params]
+        x_bar = np.zeros_like(x)
+        for k, h, new, pullback in reversed(tape):
+            o = observed[:, k:k + 1]
+            dh, x_bar[:, k], cell_grads = self.cell.vjp(h, x[:, k], new, o * h_bar)
+            h_bar = (1.0 - o) * h_bar + dh
+            for g, c in zip(grads, cell_grads):
+                g += c
+            if pullback is not None:
+                h_bar, flow_grads, _ = pullback(np.stack([np.zeros_like(h_bar), h_bar]))
+                for g, c in zip(grads[2:], flow_grads):
+                    g += c
+        return x_bar, grads
+
+    def jvp(self, times, x, observed, u):
+        """The tangent of the final hidden state for a tangent ``u`` of the inputs (plain RNN only)."""
+        h, dh = np.zeros((x.shape[0], self.n_hidden)), np.zeros((x.shape[0], self.n_hidden))
+        for k in reversed(range(len(times))):
+            new, dnew = self.cell.forward(h, x[:, k]), self.cell.jvp(h, x[:, k], dh, u[:, k])
+            o = observed[:, k:k + 1]
+            h, dh = o * new + (1.0 - o) * h, o * dnew + (1.0 - o) * dh
+        return dh
+
+
+def _check_positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _check_series(times, values, mask, obs_dim):
+    times = np.asarray(times, dtype=float)
+    if times.ndim != 1 or times.size < 2 or not np.all(np.isfinite(times)) or np.any(np.diff(times) <= 0):
+        raise ValueError(f"times must be a 1-D, finite, strictly increasing array of at least 2 times, got {times!r}")
+    values, mask = np.asarray(values, dtype=float), np.asarray(mask, dtype=float)
+    shape = (values.shape[0] if values.ndim == 3 else -1, times.size, obs_dim)
+    if values.ndim != 3 or values.shape[1:] != shape[1:] or values.shape[0] < 1:
+        raise ValueError(f"values must have shape (n, {times.size}, {obs_dim}), got {values.shape}")
+    if mask.shape != values.shape:
+        raise ValueError(f"mask must have the shape of values {values.shape}, got {mask.shape}")
+    if not np.all((mask == 0) | (mask == 1)):
+        raise ValueError("mask must hold only 0 (not observed) and 1 (observed)")
+    if not np.all(np.isfinite(values[mask > 0])):
+        raise ValueError("values must be finite where mask is 1")
+    return times, values, mask
+
+
+class _SequenceVAE:
+    """Shared parts: encoder, posterior head, decoder and the negative ELBO; subclasses generate."""
+
+    def _setup(self, obs_dim, latent_dim, hidden, obs_std, encoder, rng, solver):
+        self.obs_dim = _check_positive_int("obs_dim", obs_dim)
+        self.latent_dim = _check_positive_int("latent_dim", latent_dim)
+        self.hidden = _check_positive_int("hidden", hidden)
+        if not (np.isscalar(obs_std) and np.isfinite(obs_std) and obs_std > 0):
+            raise ValueError(f"obs_std must be a positive finite number, got {obs_std!r}")
+        if encoder not in ("rnn", "odernn"):
+            raise ValueError(f"encoder must be 'rnn' or 'odernn', got {encoder!r}")
+        if rng is not None and not isinstance(rng, np.random.Generator):
+            raise ValueError("rng must be a numpy Generator (np.random.default_rng(seed)) or None")
+        rng = np.random.default_rng(0) if rng is None else rng
+        self.obs_std, self.solver = float(obs_std), solver
+        self.encoder = Encoder(obs_dim, hidden, rng, ode=encoder == "odernn", solver=solver)
+        self.head = Linear(hidden, 2 * latent_dim, rng)
+        return rng
+
+    @property
+    def params(self):
+        """Every parameter array: encoder, posterior head, generator, decoder (updated in place by optimisers)."""
+        return self.encoder.params + self.head.params + self._generator_params() + self.decoder.params
+
+    def encode(self, times, values, mask):
+        """The posterior ``(mu, logvar)`` of ``z0``, each of shape ``(n, latent_dim)``."""
+        times, values, mask = _check_series(times, values, mask, self.obs_dim)
+        x, observed = encoder_inputs(times, values, mask)
+        h0, _ = self.encoder.forward(times, x, observed)
+        out = self.head.forward(h0)
+        return out[:, : self.latent_dim], out[:, self.latent_dim:]
+
+    def decode(self, z0, times):
+        """The predicted means ``(n, len(times), obs_dim)`` from latent initial states ``z0`` at ``times[0]``."""
+        z0 = np.asarray(z0, float)
+        if z0.ndim != 2 or z0.shape[1] != self.latent_dim:
+            raise ValueError(f"z0 must have shape (n, {self.latent_dim}), got {z0.shape}")
+        times = _check_series(times, np.zeros((1, np.size(times), self.obs_dim)), np.zeros((1, np.size(times), self.obs_dim)), self.obs_dim)[0]
+        traj = self._generate(z0, times)[0]
+        T, n, S = traj.shape
+        return self.decoder.forward(traj.reshape(T * n, S)).reshape(T, n, self.obs_dim).transpose(1, 0, 2)
+
+    def reconstruct(self, times, values, mask, pred_times=None):
+        """Encode the observed values and decode the posterior mean at ``pred_times`` (default ``times``)."""
+        mu, _ = self.encode(times, values, mask)
+        return self.decode(mu, times if pred_times is None else pred_times)
+
+    def loss_and_grad(self, times, values, mask, rng):
+        """The negative ELBO averaged over series, and its gradient (one array per entry of :attr:`params`)."""
+        times, values, mask = _check_series(times, values, mask, self.obs_dim)
+        if not isinstance(rng, np.random.Generator):
+            raise ValueError("rng must be a numpy Generator (np.random.default_rng(seed))")
+        n, L = values.shape[0], self.latent_dim
+        x, observed = encoder_inputs(times, values, mask)
+        h0, tape = self.encoder.forward(times, x, observed)
+        out = self.head.forward(h0)
+        mu, logvar = out[:, :L], out[:, L:]
+        eps = rng.standard_normal(mu.shape)
+        sigma = np.exp(0.5 * logvar)
+        traj, pullback = self._generate(mu + sigma * eps, times)
+        T, _, S = traj.shape
+        flat = traj.reshape(T * n, S)
+        pred = self.decoder.forward(flat).reshape(T, n, self.obs_dim).transpose(1, 0, 2)
+        loglik, pred_bar = gaussian_log_likelihood(values, pred, mask, self.obs_std)
+        kl, (mu_bar_kl, logvar_bar_kl) = gaussian_kl(mu, logvar)
+        _, flat_bar, dec_grads = self.decoder.forward_and_backward(flat, -pred_bar.transpose(1, 0, 2).reshape(T * n, -1) / n)
+        z0_bar, gen_grads = pullback(flat_bar.reshape(T, n, S))
+        mu_bar = z0_bar + mu_bar_kl / n
+        logvar_bar = z0_bar * eps * 0.5 * sigma + logvar_bar_kl / n
+        h0_bar, head_grads = self.head.vjp(h0, np.concatenate([mu_bar, logvar_bar], axis=1))
+        _, enc_grads = self.encoder.backward(x, observed, tape, h0_bar)
+        return (kl - loglik) / n, enc_grads + head_grads + gen_grads + dec_grads
+
+
+class LatentODE(_SequenceVAE):
+    """The latent ODE: ``z0 ~ q(z0 | series)``, ``dz/dt = f(z)`` by an MLP, observations by a decoder MLP.
+
+    Args:
+        obs_dim: the dimension of each observation.
+        latent_dim: the dimension of ``z``.
+        hidden: the width of the recognition RNN, the dynamics MLP and the decoder MLP.
+        rng: the random generator for the initial weights.
+        method, rtol, atol, step_size: the solver of the latent ODE (and of an ODE-RNN encoder).
+        gradient: how :func:`~neuralode.odeint_vjp` differentiates the solve (``"adjoint"``, ``"backprop"``...).
+        obs_std: the fixed standard deviation of the Gaussian observation model.
+        encoder: ``"rnn"`` or ``"odernn"``.
+
+    Example:
+        >>> model = LatentODE(2, 3, hidden=8, method="rk4")
+        >>> t = np.linspace(0.0, 1.0, 5); x = np.zeros((4, 5, 2)); m = np.ones_like(x)
+        >>> loss, grads = model.loss_and_grad(t, x, m, np.random.default_rng(0))
+        >>> len(grads) == len(model.params)
+        True
+    """
+
+    def __init__(self, obs_dim, latent_dim, *, hidden=20, rng=None, method="dopri5", rtol=1e-5, atol=1e-7,
+                 step_size=None, gradient="adjoint", obs_std=0.1, encoder="rnn"):
+        solver = {"method": method, "rtol": rtol, "atol": atol, "step_size": step_size, "gradient": gradient}
+        rng = self._setup(obs_dim, latent_dim, hidden, obs_std, encoder, rng, solver)
+        self.dynamics = MLP([self.latent_dim, self.hidden, self.latent_dim], rng=rng)
+        self.decoder = MLP([self.latent_dim, self.hidden, self.obs_dim], rng=rng)
+
+    def _generator_params(self):
+        return self.dynamics.params
+
+    def latent_trajectory(self, z0, times):
+        """``z(times)``, shape ``(len(times), n, latent_dim)``, from ``z0`` at ``times[0]``."""
+        z0 = np.asarray(z0, float)
+        if z0.ndim != 2 or z0.shape[1] != self.latent_dim:
+            raise ValueError(f"z0 must have shape (n, {self.latent_dim}), got {z0.shape}")
+        blank = np.zeros((1, np.size(times), self.obs_dim))
+        return self._generate(z0, _check_series(times, blank, blank, self.obs_dim)[0])[0]
+
+    def _generate(self, z0, times):
+        zs, pb = odeint_vjp(self.dynamics, z0, times, **self.solver)
+
+        def pullback(zs_bar):
+            z0_bar, params_bar, _ = pb(zs_bar)
+            return z0_bar, params_bar
+        return zs, pullback
+
+
+class RNNBaseline(_SequenceVAE):
+    """The RNN-VAE baseline: the same encoder and decoder, with the ODE replaced by a discrete RNN.
+
+    ``g_0 = tanh(z0 @ A.T + c)`` and ``g_{k+1} = tanh([g_k, times[k+1] - times[k]] @ W.T + b)``: the
+    generator sees the time gap as an input but moves only in jumps, once per output time.
+    Arguments as for :class:`LatentODE` (no solver).
+    """
+
+    def __init__(self, obs_dim, latent_dim, *, hidden=20, rng=None, obs_std=0.1, encoder="rnn"):
+        rng = self._setup(obs_dim, latent_dim, hidden, obs_std, encoder, rng, {"method": "rk4"})
+        self.lift = Linear(self.latent_dim, self.hidden, rng)
+        self.cell = RNNCell(self.hidden, 1, rng)
+        self.decoder = MLP([self.hidden, self.hidden, self.obs_dim], rng=rng)
+
+    def _generator_params(self):
+        return self.lift.params + self.cell.params
+
+    def _generate(self, z0, times):
+        g = [np.tanh(self.lift.forward(z0))]
+        gaps = np.diff(times)
+        for dt in gaps:
+            g.append(self.cell.forward(g[-1], np.full((z0.shape[0], 1), dt)))
+        traj = np.stack(g)
+
+        def pullback(traj_bar):
+            grads, g_bar = [np.zeros_like(p) for p in self.cell.params], traj_bar[-1].copy()
+            for k in reversed(range(len(gaps))):
+                dg, _, cell_grads = self.cell.vjp(g[k], np.full((z0.shape[0], 1), gaps[k]), g[k + 1], g_bar)
+                g_bar = traj_bar[k] + dg
+                for acc, c in zip(grads, cell_grads):
+                    acc += c
+            z0_bar, lift_grads = self.lift.vjp(z0, g_bar * (1.0 - g[0] ** 2))
+            return z0_bar, lift_grads + grads
+        return traj, pullback
+
+
+def irregular_spirals(n_series, n_obs, *, n_times=40, t_max=6.0, observe_until=None, noise=0.05, rng=None):
+    """Noisy spirals, half clockwise and half counter-clockwise, each observed at its own random times.
+
+    Each series is ``r(t) (cos(phi0 + s t), sin(phi0 + s t))`` with ``r(t) = r0 + 0.15 t`` (an Archimedean
+    spiral, as torchdiffeq's ``examples/latent_ode.py`` draws them), ``s = -1`` (clockwise) or ``+1``, a
+    random start angle ``phi0`` and radius ``r0``, on a grid of ``n_times`` times in ``[0, t_max]``.
+
+    Args:
+        n_series: the number of series.
+        n_obs: how many grid times each series is observed at, drawn at random among the times up to
+            ``observe_until`` (default ``t_max``).
+        noise: the standard deviation of the observation noise.
+        rng: the random generator.
+
+    Returns:
+        ``(times, values, mask, truth, clockwise)``: the grid ``(n_times,)``, noisy values and the mask
+        ``(n_series, n_times, 2)``, the noise-free spirals, and a boolean per series.
+    """
+    n_series, n_obs, n_times = (_check_positive_int(k, v) for k, v in
+                                (("n_series", n_series), ("n_obs", n_obs), ("n_times", n_times)))
+    if rng is None or not isinstance(rng, np.random.Generator):
+        raise ValueError("rng must be a numpy Generator (np.random.default_rng(seed))")
+    times = np.linspace(0.0, float(t_max), n_times)
+    until = float(t_max) if observe_until is None else float(observe_until)
+    candidates = np.flatnonzero(times <= until + 1e-12)
+    if n_obs > candidates.size:
+        raise ValueError(f"n_obs must be at most the {candidates.size} grid times up to observe_until, got {n_obs}")
+    clockwise = np.arange(n_series) % 2 == 0
+    s = np.where(clockwise, -1.0, 1.0)[:, None]
+    phi = rng.uniform(0, 2 * np.pi, (n_series, 1)) + s * times
+    r = rng.uniform(0.5, 1.0, (n_series, 1)) + 0.15 * times
+    truth = np.stack([r * np.cos(phi), r * np.sin(phi)], axis=2)
+    mask = np.zeros_like(truth)
+    for i in range(n_series):
+        mask[i, np.sort(rng.choice(candidates, n_obs, replace=False))] = 1.0
+    return times, truth + noise * rng.standard_normal(truth.shape), mask, truth, clockwise
