@@ -210,3 +210,4 @@ class CountingDynamics:
     def reset(self):
         """Set both counters back to zero."""
         self.nfe, self.nfe_vjp = 0, 0
+
