@@ -190,3 +190,10 @@ def test_optimisers_reject_bad_gradients(make):
     with pytest.raises(ValueError, match="gradient 0 contains NaN or infinity"):
         opt.step([np.array([np.inf, 1.0])])
     assert np.array_equal(p, [1.0, 2.0]), "a rejected step changes nothing"
+
+
+@pytest.mark.parametrize("error, limit, phrase", [(float("nan"), 1e-6, "error"), (-1.0, 1e-6, "error"),
+                                                  (1e-9, 0.0, "limit"), (1e-9, 0.1, "limit")])
+def test_below_refuses_bad_arguments(error, limit, phrase):
+    with pytest.raises(ValueError, match=phrase):
+        checks.below(error, limit)

@@ -93,11 +93,16 @@ MODELS = [(LatentODE, {"method": "rk4", "step_size": 0.25, "gradient": "backprop
           (RNNBaseline, {})]
 
 
+def model_and_series(cls, options, seed):
+    """A small model of class ``cls`` and the series it is tested on, both drawn from one generator."""
+    rng = np.random.default_rng(seed)
+    times, values, mask = series(rng)
+    return cls(2, 3, hidden=5, rng=rng, **options), times, values, mask
+
+
 @pytest.mark.parametrize("cls, options", MODELS)
 def test_loss_and_grad_matches_fd(cls, options):
-    rng = np.random.default_rng(3)
-    times, values, mask = series(rng)
-    model = cls(2, 3, hidden=5, rng=rng, **options)
+    model, times, values, mask = model_and_series(cls, options, 3)
     loss, grads = model.loss_and_grad(times, values, mask, np.random.default_rng(7))
     assert loss == model.loss_and_grad(times, values, mask, np.random.default_rng(7))[0]
     fd = checks.fd_param_gradients(lambda: model.loss_and_grad(times, values, mask, np.random.default_rng(7))[0],
@@ -117,9 +122,7 @@ def test_adjoint_gradient_close_to_discrete_gradient():
 
 @pytest.mark.parametrize("cls, options", MODELS)
 def test_masked_values_have_no_effect(cls, options):
-    rng = np.random.default_rng(5)
-    times, values, mask = series(rng)
-    model = cls(2, 3, hidden=5, rng=rng, **options)
+    model, times, values, mask = model_and_series(cls, options, 5)
     loss, grads = model.loss_and_grad(times, values, mask, np.random.default_rng(1))
     changed = np.where(mask > 0, values, np.nan)
     loss2, grads2 = model.loss_and_grad(times, changed, mask, np.random.default_rng(1))

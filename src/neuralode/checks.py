@@ -211,3 +211,30 @@ class CountingDynamics:
         """Set both counters back to zero."""
         self.nfe, self.nfe_vjp = 0, 0
 
+
+
+def below(error, limit):
+    """Print a small error as a bound that holds on any processor (CONTRIBUTING.md, section 3a).
+
+    The digits of a round-off-level error change with the processor (``7.4e-11`` on one machine,
+    ``1.3e-10`` on another), so a chapter prints the bound it meets instead: ``"< 1e-06"`` when
+    ``error < limit``, ``"< 1e-03"`` when it lies between ``limit`` and ``1e-3``. Errors of ``1e-3`` or
+    more are set by the method, not by rounding, and keep two significant digits. Assert the bound
+    the chapter relies on beside the print: this function only formats.
+
+    Args:
+        error: a non-negative finite error.
+        limit: the bound to print for errors below it, a power of ten up to ``1e-3``.
+
+    Example:
+        >>> below(7.4e-11, 1e-6), below(2e-5, 1e-6), below(0.11, 1e-6)
+        ('< 1e-06', '< 1e-03', '1.1e-01')
+    """
+    error, limit = float(error), float(limit)
+    if not (np.isfinite(error) and error >= 0):
+        raise ValueError(f"error must be a non-negative finite number, got {error!r}")
+    if not 0 < limit <= 1e-3:
+        raise ValueError(f"limit must lie in (0, 1e-3], got {limit!r}")
+    if error >= 1e-3:
+        return f"{error:.1e}"
+    return f"< {limit:.0e}" if error < limit else "< 1e-03"
