@@ -20,7 +20,7 @@ export JUPYTER_PREFER_ENV_PATH := 1
 # (MPLBACKEND=Agg, say) would make plt.show() warn and fail the strict build.
 unexport MPLBACKEND
 # One BLAS thread in every kernel: the book's matrices are small, and a second thread only adds
-# overhead (chapter 10's training: 11.6 s with one thread, 15.5 s with two) and variation.
+# overhead (chapter 11's training: 11.6 s with one thread, 15.5 s with two) and variation.
 export OPENBLAS_NUM_THREADS := 1
 export OMP_NUM_THREADS := 1
 export MKL_NUM_THREADS := 1
