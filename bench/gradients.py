@@ -1,10 +1,15 @@
-"""Benchmark of ``odeint_vjp``: agreement, cost (NFE and time) and memory of backprop and the adjoint.
+"""Benchmark of ``odeint_vjp``: every gradient mode side by side, measured in this one run.
 
-Run with ``python bench/gradients.py``.  Everything is measured side by side in this one run and
-printed as medians and ratios.  The script exits with status 1 if a target is missed:
+Run with ``python bench/gradients.py``.  Times are medians and are printed with their ratios to
+backprop's; NFE counts and memory are exact.  The script exits with status 1 if a target is missed:
 
-* both modes agree with a finite-difference gradient of a tight solve to a relative error < 1e-5;
-* the adjoint's peak memory grows by at most 1.5x from 20 to 2000 fixed steps, backprop's grows;
+* every mode agrees with a finite-difference gradient of a tight solve to a relative error < 1e-5;
+* the default adjoint (seminorm, step carried across output times) takes at least 15% fewer backward
+  evaluations than the adjoint with the full norm and a fresh step per interval;
+* on chapter 9's contracting system the checkpointed and interpolated gradients are right to 1e-5
+  and the plain adjoint's is not;
+* as the steps grow 100x, checkpointing's peak memory grows by at most 1.5 sqrt(100) = 15x,
+  backprop's by at least 10x and the adjoint's by at most 1.5x;
 * the adjoint's forward + backward on a 2-50-2 MLP, batch 3, 11 output times, takes a few
   milliseconds (target: median below 10 ms).
 """
@@ -13,12 +18,14 @@ import sys
 import time
 
 import numpy as np
+import scipy.linalg
 
 import neuralode as ne
 from neuralode.checks import fd_gradient, fd_param_gradients, relative_error
 from neuralode.nn import MLP, ravel_params
 
 RTOL, ATOL = 1e-7, 1e-9
+MODES = ("backprop", "checkpoint", "adjoint", "interpolated")
 
 
 def problem():
@@ -48,42 +55,69 @@ def median_time(fn, repeats=15):
     return float(np.median(times))
 
 
-def agreement(f, y0, t, weights):
-    print("1. Agreement with finite differences of a tight solve (relative errors)")
+def modes_side_by_side(f, y0, t, weights):
+    print("1. Every mode on a 2-50-2 MLP, batch 3, 11 output times, rtol 1e-7 (median of 15 runs)")
     gy, gp, gt = reference_gradient(f, y0, t, weights)
-    print(f"   {'mode':<9} {'y0':>9} {'theta':>9} {'t':>9}")
-    worst = 0.0
-    for mode in ("backprop", "adjoint"):
-        _, pullback = ne.odeint_vjp(f, y0, t, gradient=mode, rtol=RTOL, atol=ATOL)
-        y0_bar, params_bar, t_bar = pullback(weights)
+    forward = median_time(lambda: ne.odeint(f, y0, t, rtol=RTOL, atol=ATOL))
+    print(f"   forward solve alone: {forward * 1e3:.2f} ms")
+    print(f"   {'mode':<13}{'err y0':>9}{'err theta':>10}{'err t':>9}{'NFE-F':>7}{'NFE-B':>7}{'recomp.':>8}"
+          f"{'ms':>8}{'x backprop':>11}")
+    worst, times = 0.0, {}
+    for mode in MODES:
+        def run():
+            ys, pullback = ne.odeint_vjp(f, y0, t, gradient=mode, rtol=RTOL, atol=ATOL)
+            return pullback, pullback(weights)
+
+        pullback, (y0_bar, params_bar, t_bar) = run()
         errors = (relative_error(y0_bar, gy), relative_error(ravel_params(params_bar), ravel_params(gp)),
                   relative_error(t_bar, gt))
         worst = max(worst, *errors)
-        print(f"   {mode:<9} {errors[0]:9.1e} {errors[1]:9.1e} {errors[2]:9.1e}")
+        times[mode] = median_time(run)
+        print(f"   {mode:<13}{errors[0]:9.1e}{errors[1]:10.1e}{errors[2]:9.1e}{pullback.nfe_forward:7d}"
+              f"{pullback.nfe_backward:7d}{pullback.nfe_recomputed:8d}{times[mode] * 1e3:8.2f}"
+              f"{times[mode] / times['backprop']:11.2f}")
     print("   adjoint error against tolerance (theta):")
     for rtol in (1e-3, 1e-5, 1e-7, 1e-9):
         _, pullback = ne.odeint_vjp(f, y0, t, rtol=rtol, atol=rtol * 1e-2)
         error = relative_error(ravel_params(pullback(weights)[1]), ravel_params(gp))
         print(f"   rtol {rtol:.0e}: {error:.1e}  (NFE-F {pullback.nfe_forward}, NFE-B {pullback.nfe_backward})")
-    return worst
+    return worst, times["adjoint"]
 
 
-def cost(f, y0, t, weights):
-    print("2. Cost on a 2-50-2 MLP, batch 3, 11 output times (median of 15 runs)")
-    forward = median_time(lambda: ne.odeint(f, y0, t, rtol=RTOL, atol=ATOL))
-    print(f"   forward solve alone          {forward * 1e3:7.2f} ms")
-    results = {}
-    for mode in ("backprop", "adjoint"):
-        def run():
-            ys, pullback = ne.odeint_vjp(f, y0, t, gradient=mode, rtol=RTOL, atol=ATOL)
+def backward_error_control(f, y0, t, weights):
+    print("2. The adjoint's backward error control (NFE-B; same problem)")
+    counts = {}
+    for norm in ("full", "seminorm"):
+        for carry in (False, True):
+            _, pullback = ne.odeint_vjp(f, y0, t, norm=norm, carry_step=carry, rtol=RTOL, atol=ATOL)
             pullback(weights)
-            return pullback
+            counts[norm, carry] = pullback.nfe_backward
+            print(f"   norm {norm:<9} step {'carried' if carry else 'fresh  '}  NFE-B {pullback.nfe_backward:4d}"
+                  f"  steps {pullback.steps_backward:3d}")
+    ratio = counts["seminorm", True] / counts["full", False]
+    print(f"   default / previous default: {ratio:.2f} ({(1 - ratio) * 100:.0f}% fewer backward evaluations)")
+    return ratio
 
-        pullback = run()
-        results[mode] = median_time(run)
-        print(f"   {mode:<9} forward + backward {results[mode] * 1e3:7.2f} ms  ({results[mode] / forward:4.1f}x the "
-              f"forward)  NFE-F {pullback.nfe_forward:4d}  NFE-B {pullback.nfe_backward:4d}")
-    return results["adjoint"]
+
+def contracting():
+    print("3. Chapter 9's contracting system f(z) = A z, k = 25, one interval, default tolerances")
+    k, c, z0 = 25.0, np.array([1.0, -2.0]), np.array([1.0, 1.0])
+    A = np.array([[-0.5, 1.0], [0.0, -k]])
+    f = MLP([2, 2], activation="identity")
+    f.params[0][...], f.params[1][...] = A, 0.0
+    s = np.linspace(0.0, 1.0, 4001)
+    a = np.array([c @ scipy.linalg.expm(A * (1 - x)) for x in s])
+    z = np.array([scipy.linalg.expm(A * x) @ z0 for x in s])
+    from scipy.integrate import simpson
+    exact = np.concatenate([simpson(a[:, :, None] * z[:, None, :], x=s, axis=0).ravel(), simpson(a, x=s, axis=0)])
+    errors = {}
+    for mode in MODES:
+        ys, pullback = ne.odeint_vjp(f, z0, np.array([0.0, 1.0]), gradient=mode)
+        bar = np.zeros_like(ys)
+        bar[-1] = c
+        errors[mode] = relative_error(ravel_params(pullback(bar)[1]), exact)
+        print(f"   {mode:<13} relative error of dL/dtheta {errors[mode]:.1e}   NFE-B {pullback.nfe_backward}")
+    return errors
 
 
 def peak_memory(gradient, steps):
@@ -93,26 +127,33 @@ def peak_memory(gradient, steps):
 
 
 def memory():
-    print("3. Peak memory (tracemalloc) of solve + pullback, rk4 fixed steps, batch 32")
-    print(f"   {'steps':>6} {'backprop KiB':>13} {'adjoint KiB':>12}")
-    peaks = {mode: [] for mode in ("backprop", "adjoint")}
+    print("4. Peak memory (tracemalloc, KiB) of solve + pullback, rk4 fixed steps, batch 32")
+    print(f"   {'steps':>6}" + "".join(f"{mode:>14}" for mode in MODES))
+    peaks = {mode: [] for mode in MODES}
     for steps in (20, 200, 2000):
-        for mode in peaks:
+        for mode in MODES:
             peaks[mode].append(peak_memory(mode, steps))
-        print(f"   {steps:6d} {peaks['backprop'][-1] / 1024:13.1f} {peaks['adjoint'][-1] / 1024:12.1f}")
+        print(f"   {steps:6d}" + "".join(f"{peaks[mode][-1] / 1024:14.1f}" for mode in MODES))
     growth = {mode: values[-1] / values[0] for mode, values in peaks.items()}
-    print(f"   growth 20 -> 2000 steps: backprop {growth['backprop']:.1f}x, adjoint {growth['adjoint']:.2f}x")
+    print("   growth 20 -> 2000 steps: " + ", ".join(f"{mode} {growth[mode]:.1f}x" for mode in MODES))
     return growth
 
 
 def main():
     f, y0, t, weights = problem()
-    worst = agreement(f, y0, t, weights)
-    adjoint_time = cost(f, y0, t, weights)
+    worst, adjoint_time = modes_side_by_side(f, y0, t, weights)
+    ratio = backward_error_control(f, y0, t, weights)
+    errors = contracting()
     growth = memory()
     failures = []
     if worst >= 1e-5:
         failures.append(f"gradient relative error {worst:.1e} is not below 1e-5")
+    if ratio > 0.85:
+        failures.append(f"the default adjoint takes {ratio:.2f} of the previous NFE-B (target <= 0.85)")
+    if max(errors["checkpoint"], errors["interpolated"]) >= 1e-5 or errors["adjoint"] < 1e-5:
+        failures.append(f"contracting system: errors {errors}")
+    if growth["checkpoint"] > 15:
+        failures.append(f"checkpoint memory grew {growth['checkpoint']:.1f}x (limit 15x)")
     if growth["adjoint"] > 1.5:
         failures.append(f"adjoint memory grew {growth['adjoint']:.2f}x (limit 1.5x)")
     if growth["backprop"] < 10:

@@ -17,7 +17,7 @@ from .errors import IntegrationError, NonFiniteError, StepSizeUnderflowError, To
 from .gradients import odeint_vjp
 from .solver import ODESolution, integrate, odeint
 from .tableaux import TABLEAUX, ButcherTableau
-from . import data, latent, models, train
+from . import data, latent, models, regularise, train
 
 __all__ = [
     "ButcherTableau", "IntegrationError", "NonFiniteError", "ODESolution", "StepSizeUnderflowError",

@@ -35,6 +35,7 @@ class ODESolution:
         n_rejected: rejected steps (adaptive methods only).
         step_times: the time at the start of every accepted step, and the final time.
         rejected_times: ``(t, h)`` for every rejected attempt.
+        next_step: adaptive solves: the size the controller would try next, had ``t[-1]`` not ended it.
 
     ``step_times`` and ``rejected_times`` stay empty when the solve was asked not to record its steps
     (the adjoint method does so, to keep its memory independent of the number of steps).
@@ -47,11 +48,18 @@ class ODESolution:
     n_rejected: int = 0
     step_times: list = field(default_factory=list)
     rejected_times: list = field(default_factory=list)
+    next_step: float = None
 
 
 @dataclass
 class Problem:
-    """A checked initial value problem, ready for one of the loops."""
+    """A checked initial value problem, ready for one of the loops.
+
+    Two options serve the gradient routines: ``h0``, the size of the first step to try (instead of
+    selecting one; the adjoint carries its step across output times with it), and ``measured``, how
+    many leading entries of the state the error control measures (``None``: all of them; the
+    adjoint's seminorm measures ``z`` and ``a`` and leaves the parameter cotangents out).
+    """
 
     fun: object
     y0: np.ndarray
@@ -65,6 +73,8 @@ class Problem:
     f0: np.ndarray
     zero: np.ndarray = None
     record_steps: bool = True
+    h0: float = None
+    measured: int = None
 
     def __post_init__(self):
         self.zero = np.zeros(self.y0.size)
@@ -241,9 +251,9 @@ def _quiet_overflow(solve):
     """
 
     @functools.wraps(solve)
-    def quiet(problem, tape=None):
+    def quiet(problem, tape=None, **options):
         with np.errstate(over="ignore", invalid="ignore"):
-            return solve(problem, tape)
+            return solve(problem, tape, **options)
 
     return quiet
 
@@ -305,7 +315,7 @@ def dense_eval(y, h, K, dense, theta):
 
 
 @_quiet_overflow
-def integrate_adaptive(problem, tape=None):
+def integrate_adaptive(problem, tape=None, watch=None):
     """Adaptive steps with error control, from ``t[0]`` to ``t[-1]``, output by dense interpolation.
 
     The step sequence depends only on ``t[0]``, ``t[-1]`` and the tolerances: output times in between
@@ -316,6 +326,8 @@ def integrate_adaptive(problem, tape=None):
         problem: a checked :class:`Problem` whose tableau is adaptive.
         tape: a list; if given, ``("step", t_n, h, y_n, K)`` is appended for every accepted step,
             after ``("out", i, theta)`` for every output time ``t[i]`` it serves (for backprop).
+        watch: a function called before every accepted step with what the loop carries into it,
+            ``(t_n, y_n, k, h)`` (see :meth:`_StepControl.accepted_steps`), for checkpointing.
     """
     t, record = problem.t, problem.record_steps
     sol = ODESolution(np.empty((len(t), problem.y0.size)), t, nfe=1, step_times=[float(t[0])] if record else [])
@@ -324,13 +336,18 @@ def integrate_adaptive(problem, tape=None):
         return _finish(sol, problem)
     control = _StepControl(problem, sol)
     outputs = _DenseOutput(sol, problem.tableau, control.direction, tape)
-    for step in control.accepted_steps():   # (t_n, t_n+1, h, YK, y_n+1); the loop runs at least once
+    state = float(t[0]), problem.y0, problem.f0, control._initial_step()
+    for step in control.accepted_steps(state):   # (t_n, t_n+1, h, YK, y_n+1); runs at least once
+        if watch is not None:
+            watch(state)
+            state = control.state
         outputs.add(step)
         if record:
             sol.step_times.append(step[1])
     outputs.flush()
     sol.ys[-1] = step[-1]
     sol.nfe, sol.n_steps = control.nfe, control.attempts - sol.n_rejected
+    sol.next_step = control.state[3]
     return _finish(sol, problem)
 
 
@@ -343,22 +360,31 @@ class _StepControl:
     """
 
     def __init__(self, problem, sol):
-        t, n = problem.t, problem.y0.size
-        self.problem, self.sol = problem, sol
+        t = problem.t
+        m = problem.y0.size if problem.measured is None else problem.measured
+        self.problem, self.sol, self.m = problem, sol, m
         self.direction, self.t_end = (1.0 if t[-1] >= t[0] else -1.0), float(t[-1])
-        self.rtol, self.atol = np.full(n, problem.rtol), np.full(n, problem.atol)
-        self.attempts, self.nfe = 0, 2      # so far: f(t0, y0) and the initial step selection's evaluation
+        self.rtol = np.full(m, problem.rtol) if np.ndim(problem.rtol) == 0 else np.ravel(problem.rtol)[:m]
+        self.atol = np.full(m, problem.atol) if np.ndim(problem.atol) == 0 else np.ravel(problem.atol)[:m]
+        self.attempts, self.nfe = 0, 1      # so far: f(t0, y0)
+        self.state = None
 
-    def accepted_steps(self):
+    def accepted_steps(self, start=None):
         """Yield every accepted step as ``(t_n, t_n+1, h, YK, y_n+1)``, until ``t[-1]`` is reached.
 
         ``YK`` holds ``y_n`` and the step's stages (see :func:`rk_step`).
         A rejected attempt is retried from ``t_n`` with a smaller step before anything is yielded.
+        Before each step is yielded, ``self.state`` holds ``(t_n+1, y_n+1, k, h)``: what the loop
+        carries to the next step (its first stage ``k`` for a first-same-as-last method, else ``None``,
+        and the step size it will try).  Passing such a tuple as ``start`` resumes the solve there and
+        repeats exactly the steps it took (checkpointing recomputes steps this way).
         """
-        fun, tab, direction, t_end = self.problem.fun, self.problem.tableau, self.direction, self.t_end
+        fun, tab, direction, t_end, m = self.problem.fun, self.problem.tableau, self.direction, self.t_end, self.m
         rtol, atol, zero, s, q = self.rtol, self.atol, self.problem.zero, tab.stages, tab.error_order
-        tn, y, k0, h_abs = float(self.problem.t[0]), self.problem.y0, self.problem.f0, self._initial_step()
-        scale, attempts, max_attempts = error_scale(y, rtol, atol), 0, self.problem.max_num_steps
+        if start is None:
+            start = float(self.problem.t[0]), self.problem.y0, self.problem.f0, self._initial_step()
+        tn, y, k0, h_abs = start
+        scale, attempts, max_attempts = error_scale(y[:m], rtol, atol), 0, self.problem.max_num_steps
         shape, fsal = (s + 1, y.size), tab.fsal
         while direction * (t_end - tn) > 0:
             YK = np.zeros(shape)                # a new array each step: the tape keeps its stages
@@ -370,27 +396,33 @@ class _StepControl:
                 if attempts == max_attempts:
                     _too_many_steps(tn, max_attempts)
                 attempts += 1
+                self.attempts = attempts
                 t_new = tn + h_abs * direction
                 if direction * (t_new - t_end) > 0:
                     t_new = t_end
                 h = t_new - tn
                 y_new, W = rk_step(fun, tn, h, tab, YK)
                 finite = math.isfinite(y_new.dot(zero))   # 0 * y is NaN exactly where y is inf or NaN
-                scale_new = error_scale(y_new, rtol, atol)  # the ratio is error_ratio(err, y, y_new, ...)
-                ratio = rms_norm(W[s + 1].dot(YK) / np.maximum(scale, scale_new))
+                scale_new = error_scale(y_new[:m], rtol, atol)  # the ratio is error_ratio(err, y, y_new, ...)
+                ratio = rms_norm(W[s + 1].dot(YK[:, :m]) / np.maximum(scale, scale_new))
                 if ratio <= 1.0 and finite:
                     break
                 h_abs, rejected = self._reject(tn, h, ratio, finite, min_step, YK), True
+            # The next step's size; a last step cut short to end at t[-1] does not shrink it.
+            h_abs = max(abs(h) * step_factor(ratio, q, rejected), h_abs if t_new == t_end else 0.0)
+            self.state = t_new, y_new, (YK[s] if fsal else None), h_abs
             yield tn, t_new, h, YK, y_new
-            h_abs = abs(h) * step_factor(ratio, q, rejected)
             tn, y, k0, scale = t_new, y_new, (YK[s] if fsal else None), scale_new
         self.attempts = attempts
         self.nfe += (s - 1) * attempts        # each attempt evaluates every stage but the first
 
     def _initial_step(self):
         p = self.problem
+        if p.h0 is not None:
+            return p.h0
+        self.nfe += 1                       # the selection evaluates f once
         return select_initial_step(p.fun, p.t[0], p.y0, p.f0, self.direction, p.tableau.error_order,
-                                   p.rtol, p.atol, abs(p.t[-1] - p.t[0]))
+                                   self.rtol, self.atol, abs(p.t[-1] - p.t[0]), self.m)
 
     def _first_stage(self, tn, y):
         """``k_1 = f(t_n, y_n)``, for a method whose last stage is not the next step's first."""

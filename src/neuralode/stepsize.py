@@ -54,7 +54,7 @@ def error_ratio(err, y_old, y_new, rtol, atol):
     return rms_norm(err / scale)
 
 
-def select_initial_step(fun, t0, y0, f0, direction, error_order, rtol, atol, interval):
+def select_initial_step(fun, t0, y0, f0, direction, error_order, rtol, atol, interval, measured=None):
     """Choose the first step size from the problem's own scales (Hairer, Nørsett & Wanner, II.4).
 
     A first guess ``h0 = 0.01 * |y0| / |f0|`` (in the tolerance-scaled RMS norm) makes the first Euler
@@ -69,18 +69,20 @@ def select_initial_step(fun, t0, y0, f0, direction, error_order, rtol, atol, int
         error_order: the order of the embedded error estimate.
         rtol, atol: the tolerances.
         interval: the length of the whole integration interval, an upper bound on the step.
+        measured: how many leading entries of the state the norms measure (``None``: all).
 
     Returns:
         The absolute size of the first step to try.  Costs one function evaluation.
     """
-    scale = error_scale(y0, rtol, atol)
-    d0, d1 = rms_norm(y0 / scale), rms_norm(f0 / scale)
+    m = slice(None) if measured is None else slice(0, measured)
+    scale = error_scale(y0[m], rtol, atol)
+    d0, d1 = rms_norm(y0[m] / scale), rms_norm(f0[m] / scale)
     h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
     h0 = min(h0, interval)
     if not h0 > 0:      # |f0| overflows the norm: start from the smallest step, and let the loop judge it
         return 0.0
     f1 = fun(t0 + direction * h0, y0 + direction * h0 * f0)
-    d2 = rms_norm((f1 - f0) / scale) / h0
+    d2 = rms_norm((f1[m] - f0[m]) / scale) / h0
     if d1 <= 1e-15 and d2 <= 1e-15:
         h1 = max(1e-6, h0 * 1e-3)
     else:
