@@ -241,6 +241,10 @@ def test_new_option_errors():
                            (dict(gradient="checkpoint", checkpoints=2.5), "checkpoints must be an integer"),
                            (dict(gradient="adjoint", checkpoints=3), "checkpoints is an option"),
                            (dict(carry_step="yes"), "carry_step must be True or False"),
+                           (dict(norm=("z", "b")), "norm as a tuple must name distinct blocks"),
+                           (dict(norm=()), "norm as a tuple must name distinct blocks"),
+                           (dict(norm=("z", "z")), "norm as a tuple must name distinct blocks"),
+                           (dict(gradient="interpolated", norm=("z",)), "norm as a tuple must name"),
                            (dict(reset_state=None), "reset_state must be True or False")]:
         with pytest.raises(ValueError, match=match):
             ne.odeint_vjp(f, np.ones(2), [0.0, 1.0], **options)
@@ -259,3 +263,38 @@ def test_memory_of_each_mode_against_its_claim():
     assert growth["checkpoint"] < 16, growth          # about sqrt(64) = 8, at most twice that
     assert growth["adjoint"] < 1.5, growth
     assert _peak("checkpoint", large) < _peak("backprop", large) / 4
+
+
+def test_odenet_kinetic_regulariser_gradient():
+    from neuralode.models import ODENet
+    from neuralode.train import softmax_cross_entropy
+    rng = np.random.default_rng(9)
+    x, labels = rng.standard_normal((6, 2)), np.array([0, 1, 0, 1, 1, 0])
+    model = ODENet(MLP([3, 5, 3], rng=rng), 2, 2, extra=1, kinetic=0.4, rng=rng, rtol=1e-10, atol=1e-12)
+
+    def objective():
+        logits, pullback = model.forward_vjp(x)
+        return softmax_cross_entropy(logits, labels)[0] + 0.4 * pullback.energy
+
+    logits, pullback = model.forward_vjp(x)
+    params_bar = pullback(softmax_cross_entropy(logits, labels)[1])[1]
+    fd = fd_param_gradients(objective, model.params)
+    assert relative_error(ravel_params(params_bar), ravel_params(fd)) < 1e-6
+    assert np.allclose(model.forward(x), logits, rtol=1e-8, atol=1e-10)
+    with pytest.raises(ValueError, match="kinetic"):
+        ODENet(MLP([2, 2]), 2, 2, kinetic=-1.0)
+
+
+def test_norm_blocks_name_what_is_measured():
+    f, y0, t, weights = _bench_problem()
+
+    def nfe_b(**options):
+        _, pullback = ne.odeint_vjp(f, y0, t, **options)
+        pullback(weights)
+        return pullback.nfe_backward
+
+    assert nfe_b(norm=("z", "a")) == nfe_b(norm="seminorm") == nfe_b()
+    assert nfe_b(norm=("a_t", "a_theta", "a", "z")) == nfe_b(norm="full")
+    assert nfe_b(gradient="interpolated", norm=("a",)) == nfe_b(gradient="interpolated", norm="seminorm")
+    assert nfe_b(gradient="interpolated") == nfe_b(gradient="interpolated", norm="full")
+    assert nfe_b(norm=("z", "a_theta")) != nfe_b(norm=("z", "a"))      # an index array, not a prefix

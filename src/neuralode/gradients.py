@@ -34,6 +34,8 @@ from .solver import (DEFAULT_MAX_NUM_STEPS, ODESolution, Problem, _StepControl, 
 
 GRADIENTS = ("adjoint", "backprop", "checkpoint", "interpolated")
 NORMS = ("seminorm", "full")
+BLOCKS = {"adjoint": ("z", "a", "a_theta", "a_t"), "interpolated": ("a", "a_theta", "a_t")}
+"""The blocks of each adjoint mode's backward state, in order; ``norm=`` may name a subset of them."""
 
 
 class Pullback:
@@ -79,6 +81,36 @@ def _check_dynamics(f):
     params = getattr(f, "params", None)
     if not isinstance(params, (list, tuple)) or not all(isinstance(p, np.ndarray) for p in params):
         raise ValueError("f.params must be a list of NumPy arrays (possibly empty)")
+
+
+def _check_norm(norm, gradient):
+    """The blocks the backward error control measures, as a tuple of names from ``BLOCKS``."""
+    blocks = BLOCKS.get(gradient, BLOCKS["adjoint"])
+    if norm is None:
+        norm = "full" if gradient == "interpolated" else "seminorm"
+    if isinstance(norm, str):
+        if norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, a tuple of block names, or None; got {norm!r}")
+        return blocks if norm == "full" else tuple(b for b in blocks if b not in ("a_theta", "a_t"))
+    if not (isinstance(norm, (tuple, list)) and norm and all(b in blocks for b in norm)
+            and len(set(norm)) == len(norm)):
+        raise ValueError(f"norm as a tuple must name distinct blocks among {blocks}, got {norm!r}")
+    return tuple(norm)
+
+
+def _measured(norm, sizes):
+    """The entries of the flat backward state that the blocks named in ``norm`` occupy.
+
+    ``sizes`` maps each block, in order, to its length.  A leading run of blocks is a slice (cheap);
+    any other choice an index array.  ``None`` when every block is measured.
+    """
+    names, ends = list(sizes), np.cumsum(list(sizes.values()))
+    if set(norm) == set(names):
+        return None
+    chosen = [names.index(b) for b in norm]
+    if sorted(chosen) == list(range(len(chosen))):
+        return slice(0, int(ends[len(chosen) - 1]))
+    return np.concatenate([np.arange(ends[i] - sizes[names[i]], ends[i]) for i in sorted(chosen)])
 
 
 def _check_vjp_output(f, shape, out):
@@ -132,7 +164,8 @@ def odeint_vjp(f, y0, t, *, gradient="adjoint", method="dopri5", rtol=1e-7, atol
             backward reconstruction (``False``, to study how that reconstruction drifts).
         norm: the adjoint modes' backward error control: ``"seminorm"`` (Kidger et al. 2021) leaves
             out ``a_theta`` and ``a_t``, which nothing else depends on, and measures the rest;
-            ``"full"`` measures the whole augmented state, as Chen et al. did.  The default,
+            ``"full"`` measures the whole augmented state, as Chen et al. did; a tuple of block names
+            (see :data:`BLOCKS`) measures those blocks only, to study which drive the steps.  The default,
             ``None``, is the seminorm for ``"adjoint"`` (whose ``z`` block keeps the steps fine
             enough for the parameter integral) and the full norm for ``"interpolated"`` (whose state
             has no ``z``: measuring ``a`` alone lets the steps outgrow the integrand's variation).
@@ -160,10 +193,7 @@ def odeint_vjp(f, y0, t, *, gradient="adjoint", method="dopri5", rtol=1e-7, atol
     """
     if gradient not in GRADIENTS:
         raise ValueError(f"gradient must be one of {GRADIENTS}, got {gradient!r}")
-    if norm is not None and norm not in NORMS:
-        raise ValueError(f"norm must be one of {NORMS} or None, got {norm!r}")
-    if norm is None:
-        norm = "full" if gradient == "interpolated" else "seminorm"
+    norm = _check_norm(norm, gradient)
     for name, value in (("reset_state", reset_state), ("carry_step", carry_step)):
         if not isinstance(value, (bool, np.bool_)):
             raise ValueError(f"{name} must be True or False, got {value!r}")
@@ -254,7 +284,7 @@ def _adjoint_backward(f, problem, ys, reset_state, options):
     t, shape = problem.t, problem.shape
     n, n_theta = problem.y0.size, sum(p.size for p in f.params)
     aug = augmented_dynamics(f, shape)
-    measured = 2 * n if options["norm"] == "seminorm" else None
+    measured = _measured(options["norm"], {"z": n, "a": n, "a_theta": n_theta, "a_t": 1})
 
     def backward(pullback, ys_bar):
         s = np.zeros(2 * n + n_theta + 1)
@@ -367,7 +397,7 @@ def _interpolated_backward(f, problem, ys, tape, adaptive, options):
     n, n_theta = problem.y0.size, sum(p.size for p in f.params)
     steps = [entry[1:] for entry in tape if entry[0] == "step"] if adaptive else [entry[3:] for entry in tape]
     aug = _interpolated_dynamics(f, shape, _Interpolant(f, problem, steps))
-    measured = n if options["norm"] == "seminorm" else None
+    measured = _measured(options["norm"], {"a": n, "a_theta": n_theta, "a_t": 1})
 
     def backward(pullback, ys_bar):
         s, t_bar, h = np.zeros(n + n_theta + 1), np.zeros(len(t)), None

@@ -10,6 +10,7 @@ import numpy as np
 from .errors import check_int, check_number
 from .gradients import odeint_vjp
 from .nn import MLP, Linear
+from .regularise import KineticEnergy
 from .solver import odeint
 
 
@@ -124,12 +125,15 @@ class ODENet:
         n_classes: the number of classes.
         extra: the number of zero features appended to ``x``.
         t1: the end time of the flow.
+        kinetic: the weight ``lambda`` of the kinetic-energy regulariser (Finlay et al., 2020):
+            :meth:`forward_vjp`'s gradient is that of ``loss + lambda E``, with
+            ``E = integral of ||f||^2 dt`` per example (:class:`~neuralode.regularise.KineticEnergy`).
         rng: the random generator for the head's initial weights.
         **solver: ``gradient``, ``method``, ``rtol``, ``atol``, ``step_size`` for
             :func:`~neuralode.odeint_vjp`.
     """
 
-    def __init__(self, field, dim, n_classes, *, extra=0, t1=1.0, rng=None, **solver):
+    def __init__(self, field, dim, n_classes, *, extra=0, t1=1.0, kinetic=0.0, rng=None, **solver):
         if not callable(field):
             raise TypeError(f"field must be dynamics f(t, z) with params, got {type(field).__name__}")
         dim, extra, n_classes = check_int("dim", dim), check_int("extra", extra, minimum=0), check_int("n_classes", n_classes)
@@ -138,8 +142,11 @@ class ODENet:
         state = getattr(field, "sizes", [dim + extra])[0]
         if state != dim + extra:
             raise ValueError(f"the field acts on {state} features, but dim + extra = {dim + extra}")
+        if check_number("kinetic", kinetic) < 0:
+            raise ValueError(f"kinetic must be >= 0, got {kinetic}")
         rng = np.random.default_rng(0) if rng is None else rng
         self.field, self.dim, self.extra, self.t1 = field, dim, int(extra), float(t1)
+        self.kinetic = float(kinetic)
         self.head = Linear(dim + extra, n_classes, rng)
         self.solver = {"gradient": "adjoint", "rtol": 1e-5, "atol": 1e-6, **solver}
 
@@ -162,19 +169,28 @@ class ODENet:
 
         The loss depends on the flow only through ``z(t1)``, so the cotangent of the trajectory is
         zero at ``t0`` and ``head``'s input cotangent at ``t1``.  ``pullback.flow`` is the flow's own
-        :class:`~neuralode.gradients.Pullback`, which reports ``nfe_forward`` and ``nfe_backward``.
+        :class:`~neuralode.gradients.Pullback`, which reports ``nfe_forward`` and ``nfe_backward``;
+        ``pullback.energy`` is the kinetic energy ``E`` of the flow when ``kinetic > 0`` (else ``None``).
         """
-        zs, flow_pullback = odeint_vjp(self.field, augment(x, self.extra), np.array([0.0, self.t1]), **self.solver)
-        logits = self.head.forward(zs[-1])
+        z0, times = augment(x, self.extra), np.array([0.0, self.t1])
+        if self.kinetic == 0.0:
+            zs, flow_pullback = odeint_vjp(self.field, z0, times, **self.solver)
+            z1, energy = zs[-1], None
+        else:
+            reg = KineticEnergy(self.field, z0.shape)
+            zs, flow_pullback = odeint_vjp(reg, reg.pack(z0), times, **self.solver)
+            z1, energy = reg.unpack(zs[-1])
+        logits = self.head.forward(z1)
 
         def pullback(logits_bar):
-            z1_bar, head_bar = self.head.vjp(zs[-1], logits_bar)
+            z1_bar, head_bar = self.head.vjp(z1, logits_bar)
             zs_bar = np.zeros_like(zs)
-            zs_bar[-1] = z1_bar
+            zs_bar[-1] = z1_bar if energy is None else np.append(z1_bar.ravel(), self.kinetic)
             z0_bar, field_bar, _ = flow_pullback(zs_bar)
+            z0_bar = z0_bar if energy is None else z0_bar[:-1].reshape(z0.shape)
             return strip(z0_bar, self.dim), list(field_bar) + head_bar
 
-        pullback.flow = flow_pullback
+        pullback.flow, pullback.energy = flow_pullback, energy
         return logits, pullback
 
 

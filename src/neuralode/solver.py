@@ -56,9 +56,10 @@ class Problem:
     """A checked initial value problem, ready for one of the loops.
 
     Two options serve the gradient routines: ``h0``, the size of the first step to try (instead of
-    selecting one; the adjoint carries its step across output times with it), and ``measured``, how
-    many leading entries of the state the error control measures (``None``: all of them; the
-    adjoint's seminorm measures ``z`` and ``a`` and leaves the parameter cotangents out).
+    selecting one; the adjoint carries its step across output times with it), and ``measured``, the
+    entries of the flat state the error control measures, as a slice or an index array (``None``:
+    all of them; the adjoint's seminorm measures ``z`` and ``a`` and leaves the parameter cotangents
+    out).
     """
 
     fun: object
@@ -74,7 +75,7 @@ class Problem:
     zero: np.ndarray = None
     record_steps: bool = True
     h0: float = None
-    measured: int = None
+    measured: object = None
 
     def __post_init__(self):
         self.zero = np.zeros(self.y0.size)
@@ -361,11 +362,12 @@ class _StepControl:
 
     def __init__(self, problem, sol):
         t = problem.t
-        m = problem.y0.size if problem.measured is None else problem.measured
+        m = slice(None) if problem.measured is None else problem.measured
+        count = np.empty(problem.y0.size)[m].size
         self.problem, self.sol, self.m = problem, sol, m
         self.direction, self.t_end = (1.0 if t[-1] >= t[0] else -1.0), float(t[-1])
-        self.rtol = np.full(m, problem.rtol) if np.ndim(problem.rtol) == 0 else np.ravel(problem.rtol)[:m]
-        self.atol = np.full(m, problem.atol) if np.ndim(problem.atol) == 0 else np.ravel(problem.atol)[:m]
+        self.rtol = np.full(count, problem.rtol) if np.ndim(problem.rtol) == 0 else np.ravel(problem.rtol)[m]
+        self.atol = np.full(count, problem.atol) if np.ndim(problem.atol) == 0 else np.ravel(problem.atol)[m]
         self.attempts, self.nfe = 0, 1      # so far: f(t0, y0)
         self.state = None
 
@@ -384,7 +386,7 @@ class _StepControl:
         if start is None:
             start = float(self.problem.t[0]), self.problem.y0, self.problem.f0, self._initial_step()
         tn, y, k0, h_abs = start
-        scale, attempts, max_attempts = error_scale(y[:m], rtol, atol), 0, self.problem.max_num_steps
+        scale, attempts, max_attempts = error_scale(y[m], rtol, atol), 0, self.problem.max_num_steps
         shape, fsal = (s + 1, y.size), tab.fsal
         while direction * (t_end - tn) > 0:
             YK = np.zeros(shape)                # a new array each step: the tape keeps its stages
@@ -403,8 +405,8 @@ class _StepControl:
                 h = t_new - tn
                 y_new, W = rk_step(fun, tn, h, tab, YK)
                 finite = math.isfinite(y_new.dot(zero))   # 0 * y is NaN exactly where y is inf or NaN
-                scale_new = error_scale(y_new[:m], rtol, atol)  # the ratio is error_ratio(err, y, y_new, ...)
-                ratio = rms_norm(W[s + 1].dot(YK[:, :m]) / np.maximum(scale, scale_new))
+                scale_new = error_scale(y_new[m], rtol, atol)  # the ratio is error_ratio(err, y, y_new, ...)
+                ratio = rms_norm(W[s + 1].dot(YK[:, m]) / np.maximum(scale, scale_new))
                 if ratio <= 1.0 and finite:
                     break
                 h_abs, rejected = self._reject(tn, h, ratio, finite, min_step, YK), True

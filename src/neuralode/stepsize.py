@@ -69,12 +69,12 @@ def select_initial_step(fun, t0, y0, f0, direction, error_order, rtol, atol, int
         error_order: the order of the embedded error estimate.
         rtol, atol: the tolerances.
         interval: the length of the whole integration interval, an upper bound on the step.
-        measured: how many leading entries of the state the norms measure (``None``: all).
+        measured: the entries of the state the norms measure, a slice or index array (``None``: all).
 
     Returns:
         The absolute size of the first step to try.  Costs one function evaluation.
     """
-    m = slice(None) if measured is None else slice(0, measured)
+    m = slice(None) if measured is None else measured
     scale = error_scale(y0[m], rtol, atol)
     d0, d1 = rms_norm(y0[m] / scale), rms_norm(f0[m] / scale)
     h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
