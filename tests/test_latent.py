@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from neuralode import checks
 from neuralode.latent import (Encoder, LatentODE, RNNBaseline, RNNCell, encoder_inputs, gaussian_kl,
-                              gaussian_log_likelihood, irregular_spirals)
+                              gaussian_log_likelihood, irregular_spirals, linear_spirals)
 
 PROPERTY = settings(deadline=None, max_examples=25)
 seeds = st.integers(0, 2**32 - 1)
@@ -55,10 +55,9 @@ def test_bptt_fd_and_dot_product(seed, ode):
     assert all(checks.relative_error(g, f) < 1e-5 for g, f in zip(grads, fd))
     fdx = checks.fd_vjp(lambda z: enc.forward(times, z, observed)[0], x, w)
     assert checks.relative_error(x_bar, fdx) < 1e-5
-    if not ode:
-        u = rng.standard_normal(x.shape)
-        lhs = float(np.sum(w * enc.jvp(times, x, observed, u)))
-        assert np.isclose(lhs, np.sum(x_bar * u), rtol=1e-10, atol=1e-12)
+    u = rng.standard_normal(x.shape)
+    lhs = float(np.sum(w * enc.jvp(times, x, observed, u)))
+    assert np.isclose(lhs, np.sum(x_bar * u), rtol=1e-10, atol=1e-12)
 
 
 @PROPERTY
@@ -90,7 +89,8 @@ def test_kl_matches_monte_carlo():
 
 MODELS = [(LatentODE, {"method": "rk4", "step_size": 0.25, "gradient": "backprop"}),
           (LatentODE, {"method": "rk4", "step_size": 0.25, "gradient": "backprop", "encoder": "odernn"}),
-          (RNNBaseline, {})]
+          (RNNBaseline, {}),
+          (RNNBaseline, {"encoder": "odernn", "step_size": 0.25, "gradient": "backprop"})]
 
 
 def model_and_series(cls, options, seed):
@@ -155,3 +155,46 @@ def test_spirals_shapes_and_mask():
     assert values.shape == mask.shape == truth.shape == (6, 20, 2)
     assert np.all(mask.sum(axis=(1, 2)) == 10) and np.all(mask[:, times > 3.0] == 0)
     assert clockwise.sum() == 3
+
+
+@pytest.mark.parametrize("cls, options", MODELS)
+def test_reconstruct_at_later_times_continues_the_same_solve(cls, options):
+    model, times, values, mask = model_and_series(cls, options, 2)
+    full = model.reconstruct(times, values, mask)
+    later = np.concatenate([times, times[-1] + [0.5, 1.0]])
+    assert np.array_equal(model.reconstruct(times, values, mask, pred_times=later)[:, :len(times)], full)
+    if cls is LatentODE:   # skipping times[1] changes only the solver's steps, not the solution it approximates
+        skipped = model.reconstruct(times, values, mask, pred_times=times[2:])
+        assert np.allclose(skipped, full[:, 2:], rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="pred_times"):
+        model.reconstruct(times, values, mask, pred_times=times - 1.0)
+    with pytest.raises(ValueError, match="pred_times"):
+        model.reconstruct(times, values, mask, pred_times=times[::-1])
+
+
+def test_linear_spirals_solve_their_linear_ode():
+    times = np.linspace(0.0, 4.0, 4001)
+    _, values, mask, truth, clockwise = linear_spirals(4, [1, 2, 3, 4], times, observe_until=2.0, omega=1.5,
+                                                       decay=0.2, noise=0.0, rng=np.random.default_rng(3))
+    assert np.array_equal(values, truth) and mask.sum(axis=(1, 2)).tolist() == [2, 4, 6, 8]
+    assert np.all(mask[:, times > 2.0] == 0) and clockwise.tolist() == [True, False, True, False]
+    dz = np.gradient(truth, times, axis=1)
+    for i, s in enumerate(np.where(clockwise, -1.0, 1.0)):
+        A = np.array([[-0.2, -1.5 * s], [1.5 * s, -0.2]])
+        assert np.abs(dz[i, 1:-1] - truth[i, 1:-1] @ A.T).max() < 1e-5
+
+
+def test_linear_spirals_refuse_bad_arguments():
+    rng, times = np.random.default_rng(0), np.linspace(0.0, 1.0, 5)
+    with pytest.raises(ValueError, match="n_obs"):
+        linear_spirals(2, 6, times, rng=rng)
+    with pytest.raises(ValueError, match="n_obs"):
+        linear_spirals(2, [1, 0], times, rng=rng)
+    with pytest.raises(ValueError, match="times"):
+        linear_spirals(2, 2, times[::-1], rng=rng)
+    with pytest.raises(ValueError, match="decay"):
+        linear_spirals(2, 2, times, decay=-1.0, rng=rng)
+    with pytest.raises(ValueError, match="radius"):
+        linear_spirals(2, 2, times, radius=(2.0, 1.0), rng=rng)
+    with pytest.raises(ValueError, match="rng"):
+        linear_spirals(2, 2, times, rng=0)

@@ -17,10 +17,10 @@ from .errors import IntegrationError, NonFiniteError, StepSizeUnderflowError, To
 from .gradients import odeint_vjp
 from .solver import ODESolution, integrate, odeint
 from .tableaux import TABLEAUX, ButcherTableau
-from . import data, latent, models, regularise, train
+from . import cnf, data, latent, models, regularise, train
 
 __all__ = [
     "ButcherTableau", "IntegrationError", "NonFiniteError", "ODESolution", "StepSizeUnderflowError",
     "TABLEAUX", "TooManyStepsError", "checks", "integrate", "nn", "odeint", "odeint_vjp", "optim", "stepsize", "tableaux",
 ]
-__all__ += ["data", "models", "params", "train"]
+__all__ += ["cnf", "data", "models", "params", "train"]

@@ -205,3 +205,72 @@ def one_hot(labels, n_classes):
     if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
         raise ValueError(f"labels must lie in 0..{n_classes - 1}")
     return np.eye(n_classes)[labels]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Two-dimensional densities for continuous normalizing flows (the toy sets of FFJORD)
+# ---------------------------------------------------------------------------------------------------
+
+
+def eight_gaussians(n, std=0.2, radius=2.0, rng=None):
+    """``n`` points from an equal mixture of eight Gaussians, centred evenly on a circle.
+
+    Component ``k`` has mean ``radius (cos(k pi / 4), sin(k pi / 4))`` and covariance ``std^2 I``:
+    the density of the form FFJORD (Grathwohl et al. 2019) and torchdiffeq's CNF example learn.
+
+    Returns:
+        Points of shape ``(n, 2)``.
+
+    Example:
+        >>> eight_gaussians(5, rng=np.random.default_rng(0)).shape
+        (5, 2)
+    """
+    n = check_int("n", n)
+    std = check_number("std", std, low=0.0, strict=True)
+    radius = check_number("radius", radius, low=0.0)
+    rng = np.random.default_rng(0) if rng is None else rng
+    angle = rng.integers(0, 8, n) * (np.pi / 4)
+    centres = radius * np.stack([np.cos(angle), np.sin(angle)], axis=1)
+    return centres + std * rng.standard_normal((n, 2))
+
+
+def eight_gaussians_log_prob(x, std=0.2, radius=2.0):
+    """The exact log-density of :func:`eight_gaussians` at each row of ``x`` (shape ``(n, 2)``).
+
+    Example:
+        >>> bool(eight_gaussians_log_prob(np.array([[2.0, 0.0]]))[0] > eight_gaussians_log_prob(np.zeros((1, 2)))[0])
+        True
+    """
+    x = np.asarray(x, dtype=float)
+    if x.ndim != 2 or x.shape[1] != 2:
+        raise ValueError(f"x must have shape (n, 2), got {x.shape}")
+    std = check_number("std", std, low=0.0, strict=True)
+    radius = check_number("radius", radius, low=0.0)
+    angle = np.arange(8) * (np.pi / 4)
+    centres = radius * np.stack([np.cos(angle), np.sin(angle)], axis=1)
+    sq = np.sum((x[:, None, :] - centres[None]) ** 2, axis=2)
+    log_comp = -0.5 * sq / std**2 - np.log(2.0 * np.pi * std**2) - np.log(8.0)
+    top = log_comp.max(axis=1)
+    return top + np.log(np.sum(np.exp(log_comp - top[:, None]), axis=1))
+
+
+def checkerboard(n, squares=4, size=1.0, rng=None):
+    """``n`` points uniform on the dark cells of a ``squares x squares`` checkerboard centred at 0.
+
+    Cells have side ``size``; cell ``(i, j)`` is dark when ``i + j`` is even, so half the board
+    (area ``squares^2 size^2 / 2``) carries a constant density and the other half none.
+
+    Returns:
+        Points of shape ``(n, 2)``.
+
+    Example:
+        >>> x = checkerboard(100, rng=np.random.default_rng(0))
+        >>> x.shape, bool(np.all(np.abs(x) <= 2.0))
+        ((100, 2), True)
+    """
+    n, squares = check_int("n", n), check_int("squares", squares)
+    size = check_number("size", size, low=0.0, strict=True)
+    rng = np.random.default_rng(0) if rng is None else rng
+    cells = np.array([(i, j) for i in range(squares) for j in range(squares) if (i + j) % 2 == 0])
+    pick = cells[rng.integers(0, len(cells), n)]
+    return (pick + rng.uniform(0.0, 1.0, (n, 2)) - squares / 2.0) * size

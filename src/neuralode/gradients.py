@@ -54,6 +54,8 @@ class Pullback:
             (checkpointing only; zero otherwise).
         steps_backward: accepted steps of the last backward solve (adjoint modes only).
         z0_backward: the adjoint's reconstruction of ``z(t[0])`` at the end of its backward solve.
+        checkpoint_steps: checkpointing only: the indices of the steps whose starting states are
+            stored (step 0 is the first), out of ``steps_forward``.
     """
 
     def __init__(self, backward, ys, forward_solution):
@@ -61,6 +63,7 @@ class Pullback:
         self.nfe_forward = forward_solution.nfe
         self.steps_forward = forward_solution.n_steps
         self.nfe_backward, self.nfe_recomputed, self.steps_backward, self.z0_backward = 0, 0, 0, None
+        self.checkpoint_steps = None
 
     def __call__(self, ys_bar):
         ys_bar = np.asarray(ys_bar, dtype=float)
@@ -213,7 +216,7 @@ def odeint_vjp(f, y0, t, *, gradient="adjoint", method="dopri5", rtol=1e-7, atol
         backward = _adjoint_backward(f, problem, solution.ys.copy(), reset_state, options)
     elif gradient == "checkpoint":
         problem.record_steps = False
-        recorder = _Checkpoints(checkpoints)
+        recorder = CheckpointSchedule(checkpoints)
         solution = integrate_adaptive(problem, watch=recorder.watch) if adaptive else integrate_fixed(problem, recorder)
         backward = _checkpoint_backward(f, problem, recorder, adaptive)
     else:
@@ -223,7 +226,10 @@ def odeint_vjp(f, y0, t, *, gradient="adjoint", method="dopri5", rtol=1e-7, atol
             backward = _backprop_backward(f, problem, tape, adaptive)
         else:
             backward = _interpolated_backward(f, problem, solution.ys.copy(), tape, adaptive, options)
-    return solution.ys, Pullback(backward, solution.ys, solution)
+    pullback = Pullback(backward, solution.ys, solution)
+    if gradient == "checkpoint":
+        pullback.checkpoint_steps = [j for j, _ in recorder.saved]
+    return solution.ys, pullback
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -582,8 +588,11 @@ def _steps_with_outputs(tape):
 # ---------------------------------------------------------------------------------------------------
 
 
-class _Checkpoints:
+class CheckpointSchedule:
     """The checkpoints of one forward solve: what the solve carried into every ``stride``-th step.
+
+    Args:
+        limit: the most checkpoints kept at once (``None``: about the square root of the steps).
 
     The forward solve reports every step (``append`` for fixed steps, ``watch`` for adaptive ones);
     this keeps those whose index is a multiple of ``stride``.  Whenever the checkpoints become too many,

@@ -18,6 +18,7 @@ import numpy as np
 
 from .gradients import odeint_vjp
 from .nn import MLP, Linear
+from .solver import odeint
 
 LOG_2PI = float(np.log(2.0 * np.pi))
 
@@ -144,13 +145,32 @@ class Encoder:
         return x_bar, grads
 
     def jvp(self, times, x, observed, u):
-        """The tangent of the final hidden state for a tangent ``u`` of the inputs (plain RNN only)."""
+        """The tangent of the hidden state at ``times[0]`` for a tangent ``u`` of the inputs ``x``.
+
+        For the ODE-RNN the tangent ``dh`` is carried between observations by the variational equation
+        ``d(dh)/dt = dg/dh . dh``, solved beside ``h`` with the same method: an explicit Runge-Kutta
+        method applied to ``(h, dh)`` gives exactly the derivative of its own step (Hairer, Norsett &
+        Wanner, I.II.6), so this JVP is the transpose of :meth:`backward` with ``gradient="backprop"``.
+        """
         h, dh = np.zeros((x.shape[0], self.n_hidden)), np.zeros((x.shape[0], self.n_hidden))
         for k in reversed(range(len(times))):
+            if self.flow is not None and k < len(times) - 1:
+                h, dh = self._flow_jvp(h, dh, times[k + 1], times[k])
             new, dnew = self.cell.forward(h, x[:, k]), self.cell.jvp(h, x[:, k], dh, u[:, k])
             o = observed[:, k:k + 1]
             h, dh = o * new + (1.0 - o) * h, o * dnew + (1.0 - o) * dh
         return dh
+
+    def _flow_jvp(self, h, dh, t_from, t_to):
+        """``(h(t_to), dh(t_to))``: the hidden state and its tangent carried by ``dh/dt = g(h)``."""
+        shape, n = h.shape, h.size
+
+        def variational(t, s):
+            y, dy = s[:n].reshape(shape), s[n:].reshape(shape)
+            return np.concatenate([self.flow(t, y).ravel(), self.flow.jvp(t, y, dy).ravel()])
+        options = {k: v for k, v in self.solver.items() if k != "gradient"}
+        end = odeint(variational, np.concatenate([h.ravel(), dh.ravel()]), np.array([t_from, t_to]), **options)[-1]
+        return end[:n].reshape(shape), end[n:].reshape(shape)
 
 
 def _check_positive_int(name, value):
@@ -219,9 +239,27 @@ class _SequenceVAE:
         return self.decoder.forward(traj.reshape(T * n, S)).reshape(T, n, self.obs_dim).transpose(1, 0, 2)
 
     def reconstruct(self, times, values, mask, pred_times=None):
-        """Encode the observed values and decode the posterior mean at ``pred_times`` (default ``times``)."""
+        """Encode the observed values and decode the posterior mean of ``z0`` at ``pred_times``.
+
+        ``pred_times`` (default ``times``) is any increasing array of times from ``times[0]`` on: between
+        the observations (interpolation) or beyond them (extrapolation). The latent state starts at
+        ``times[0]``, where the encoder puts ``z0``, and is carried to each of ``pred_times``.
+
+        Returns:
+            The predicted means, shape ``(n, len(pred_times), obs_dim)``.
+        """
+        times = _check_series(times, values, mask, self.obs_dim)[0]
         mu, _ = self.encode(times, values, mask)
-        return self.decode(mu, times if pred_times is None else pred_times)
+        if pred_times is None:
+            return self.decode(mu, times)
+        pred_times = np.asarray(pred_times, dtype=float)
+        if pred_times.ndim != 1 or pred_times.size < 1 or not np.all(np.isfinite(pred_times)):
+            raise ValueError(f"pred_times must be a 1-D array of finite times, got {pred_times!r}")
+        if pred_times[0] < times[0] or np.any(np.diff(pred_times) <= 0):
+            raise ValueError(f"pred_times must be strictly increasing and start at or after times[0] = {times[0]}")
+        if pred_times[0] == times[0]:
+            return self.decode(mu, pred_times)
+        return self.decode(mu, np.concatenate([[times[0]], pred_times]))[:, 1:]
 
     def loss_and_grad(self, times, values, mask, rng):
         """The negative ELBO averaged over series, and its gradient (one array per entry of :attr:`params`)."""
@@ -303,11 +341,14 @@ class RNNBaseline(_SequenceVAE):
 
     ``g_0 = tanh(z0 @ A.T + c)`` and ``g_{k+1} = tanh([g_k, times[k+1] - times[k]] @ W.T + b)``: the
     generator sees the time gap as an input but moves only in jumps, once per output time.
-    Arguments as for :class:`LatentODE` (no solver).
+    Arguments as for :class:`LatentODE`; ``method``, ``step_size`` and ``gradient`` only serve an
+    ODE-RNN encoder (``encoder="odernn"``), so that both models can share one encoder design.
     """
 
-    def __init__(self, obs_dim, latent_dim, *, hidden=20, rng=None, obs_std=0.1, encoder="rnn"):
-        rng = self._setup(obs_dim, latent_dim, hidden, obs_std, encoder, rng, {"method": "rk4"})
+    def __init__(self, obs_dim, latent_dim, *, hidden=20, rng=None, obs_std=0.1, encoder="rnn", method="rk4",
+                 step_size=None, gradient="adjoint"):
+        solver = {"method": method, "step_size": step_size, "gradient": gradient}
+        rng = self._setup(obs_dim, latent_dim, hidden, obs_std, encoder, rng, solver)
         self.lift = Linear(self.latent_dim, self.hidden, rng)
         self.cell = RNNCell(self.hidden, 1, rng)
         self.decoder = MLP([self.hidden, self.hidden, self.obs_dim], rng=rng)
@@ -366,7 +407,64 @@ def irregular_spirals(n_series, n_obs, *, n_times=40, t_max=6.0, observe_until=N
     phi = rng.uniform(0, 2 * np.pi, (n_series, 1)) + s * times
     r = rng.uniform(0.5, 1.0, (n_series, 1)) + 0.15 * times
     truth = np.stack([r * np.cos(phi), r * np.sin(phi)], axis=2)
-    mask = np.zeros_like(truth)
-    for i in range(n_series):
-        mask[i, np.sort(rng.choice(candidates, n_obs, replace=False))] = 1.0
+    mask = _random_mask(truth.shape, candidates, np.full(n_series, n_obs), rng)
+    return times, truth + noise * rng.standard_normal(truth.shape), mask, truth, clockwise
+
+
+def _random_mask(shape, candidates, counts, rng):
+    """A mask of ``shape`` ``(n, T, D)``: series ``i`` observed at ``counts[i]`` random times among ``candidates``."""
+    mask = np.zeros(shape)
+    for i, count in enumerate(counts):
+        mask[i, np.sort(rng.choice(candidates, count, replace=False))] = 1.0
+    return mask
+
+
+def linear_spirals(n_series, n_obs, times, *, observe_until=None, omega=1.0, decay=0.05, radius=(1.0, 2.0),
+                   noise=0.05, rng=None):
+    """Noisy spirals that solve a linear ODE, half clockwise and half counter-clockwise, observed at random.
+
+    Series ``i`` is the solution of ``dz/dt = A_i z`` with ``A_i = [[-decay, -s_i omega], [s_i omega, -decay]]``,
+    ``s_i = -1`` (clockwise, even ``i``) or ``+1``: ``z(t) = r0 exp(-decay t) (cos(phi0 + s_i omega t),
+    sin(phi0 + s_i omega t))`` with a random start angle ``phi0`` and radius ``r0``. A latent ODE with a
+    four-dimensional state can represent both families exactly (one rotating plane for each direction).
+
+    Args:
+        n_series: the number of series.
+        n_obs: how many of ``times`` (up to ``observe_until``, default all) each series is observed at:
+            one integer for all series or one per series.
+        times: the increasing times at which the spirals are evaluated, e.g. the union of observation
+            times followed by the times to predict.
+        omega, decay, radius: the angular speed, the decay rate and the range ``(low, high)`` of ``r0``.
+        noise: the standard deviation of the observation noise.
+        rng: the random generator.
+
+    Returns:
+        ``(times, values, mask, truth, clockwise)`` as for :func:`irregular_spirals`.
+
+    Example:
+        >>> t = np.linspace(0.0, 5.0, 11)
+        >>> _, x, m, z, cw = linear_spirals(4, 3, t, rng=np.random.default_rng(0))
+        >>> x.shape, m.sum(axis=(1, 2)).tolist(), cw.tolist()
+        ((4, 11, 2), [6.0, 6.0, 6.0, 6.0], [True, False, True, False])
+    """
+    n_series = _check_positive_int("n_series", n_series)
+    if rng is None or not isinstance(rng, np.random.Generator):
+        raise ValueError("rng must be a numpy Generator (np.random.default_rng(seed))")
+    times = _check_series(times, np.zeros((1, np.size(times), 2)), np.zeros((1, np.size(times), 2)), 2)[0]
+    for name, value in (("omega", omega), ("decay", decay), ("noise", noise)):
+        if not (np.isscalar(value) and np.isfinite(value) and value >= 0):
+            raise ValueError(f"{name} must be a non-negative finite number, got {value!r}")
+    if not (len(radius) == 2 and 0 < radius[0] <= radius[1]):
+        raise ValueError(f"radius must be a pair (low, high) with 0 < low <= high, got {radius!r}")
+    until = times[-1] if observe_until is None else float(observe_until)
+    candidates = np.flatnonzero(times <= until + 1e-12)
+    counts = np.broadcast_to(np.asarray(n_obs), (n_series,))
+    if counts.dtype.kind not in "iu" or counts.min() < 1 or counts.max() > candidates.size:
+        raise ValueError(f"n_obs must be integers from 1 to the {candidates.size} times up to observe_until, got {n_obs!r}")
+    clockwise = np.arange(n_series) % 2 == 0
+    s = np.where(clockwise, -1.0, 1.0)[:, None]
+    phi = rng.uniform(0, 2 * np.pi, (n_series, 1)) + s * omega * times
+    r = rng.uniform(radius[0], radius[1], (n_series, 1)) * np.exp(-decay * times)
+    truth = np.stack([r * np.cos(phi), r * np.sin(phi)], axis=2)
+    mask = _random_mask(truth.shape, candidates, counts, rng)
     return times, truth + noise * rng.standard_normal(truth.shape), mask, truth, clockwise
