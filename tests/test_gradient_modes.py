@@ -48,13 +48,13 @@ def test_checkpointing_gives_backprops_numbers(name, times, method, step_size, c
 def test_checkpoints_bound_what_is_stored():
     f, y0, t, weights = _problem("mlp", "two")
     for limit in (1, 2, 5):
-        recorder = ne.gradients._Checkpoints(limit)
+        recorder = ne.gradients.CheckpointSchedule(limit)
         for j in range(1000):
             recorder.append((0, j, 1000, 0.0, 1e-3, y0, np.zeros((4, 6))))
             assert len(recorder.saved) <= limit
         lengths = [n for _, n in recorder.segments()]
         assert sum(lengths) == 1000 and max(lengths) <= 2 * 1000 / limit
-    default = ne.gradients._Checkpoints()
+    default = ne.gradients.CheckpointSchedule()
     for j in range(10_000):
         default.append((0, j, 10_000, 0.0, 1e-4, y0, np.zeros((4, 6))))
         n = j + 1
