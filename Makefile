@@ -175,6 +175,7 @@ test-browser: venv chromium
 bench: venv
 	$(BIN)/python bench/solvers.py
 	$(BIN)/python bench/gradients.py
+	$(BIN)/python bench/cnf.py
 
 # ---------------------------------------------------------------------------------------
 
