@@ -426,44 +426,6 @@ def _interpolated_backward(f, problem, ys, tape, adaptive, options):
 # ---------------------------------------------------------------------------------------------------
 
 
-def _step_vjp(f, tableau, shape, tn, h, y, K, y_bar, K_bar, theta_bar):
-    """Pull cotangents back through one Runge–Kutta step ``y_new = y + h sum_i b_i k_i``.
-
-    The stages are ``k_i = f(t_n + c_i h, Y_i)`` with ``Y_i = y + h sum_{j<i} a_ij k_j``.  Going
-    through the stages in reverse, each ``k_i``'s cotangent is pulled back through ``f.vjp`` to
-    ``Y_i``, and from ``Y_i`` to ``y`` and to the earlier stages.
-
-    Args:
-        f, tableau: the dynamics and the method.
-        shape: the shape of the state as ``f`` sees it.
-        tn, h, y, K: the step's start time, size, start state and stages ``(s, n)``, from the tape.
-        y_bar: the cotangent of ``y_new`` (flat).
-        K_bar: cotangents already collected for the stages (from dense output), ``(s, n)``; updated.
-        theta_bar: the flat parameter cotangent; updated in place.
-
-    Returns:
-        ``(y_bar, h_bar, tn_bar, n_vjp)``: the cotangents of ``y``, ``h`` and ``t_n``, and how many
-        VJPs of ``f`` were evaluated.
-    """
-    a, b, c = tableau.a, tableau.b, tableau.c
-    K_bar += h * np.outer(b, y_bar)
-    h_bar, tn_bar, n_vjp = float((b @ K) @ y_bar), 0.0, 0
-    y_bar = y_bar.copy()
-    for i in reversed(range(tableau.stages)):
-        if not np.any(K_bar[i]):
-            continue
-        increment = a[i, :i] @ K[:i]
-        Y_bar, params_bar, t_bar = f.vjp(tn + c[i] * h, (y + h * increment).reshape(shape), K_bar[i].reshape(shape))
-        Y_bar = np.ravel(Y_bar)
-        n_vjp += 1
-        y_bar += Y_bar
-        K_bar[:i] += h * np.outer(a[i, :i], Y_bar)
-        h_bar += float(increment @ Y_bar) + c[i] * t_bar
-        tn_bar += t_bar
-        theta_bar += ravel_params(params_bar)
-    return y_bar, h_bar, tn_bar, n_vjp
-
-
 def _backprop_backward(f, problem, tape, adaptive):
     """Return the reverse pass over the forward solve's tape."""
     if adaptive:
