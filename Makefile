@@ -46,7 +46,7 @@ TEST_STAGES := test-engine test-notebooks test-pairing test-build test-browser
 
 help:
 	@echo 'make venv       create .venv and install requirements.txt (the engine in editable mode)'
-	@echo 'make book       build the HTML book into $(HTML) (executes every chapter)'
+	@echo 'make book       build the HTML book into $(HTML) from the outputs stored in notebooks/'
 	@echo 'make test       engine tests, nbval, pairing, strict book build, browser checks'
 	@echo '                (stages on their own: $(TEST_STAGES))'
 	@echo 'make serve      serve $(HTML) on http://$(HOST):$(PORT)/ (offline)'
@@ -85,7 +85,11 @@ chromium:
 # ---------------------------------------------------------------------------------------
 # The book
 
+# The book is rendered from the outputs stored in notebooks/ (which nbval proves reproducible), so
+# nothing is executed here: tools/stored_outputs.py checks that every chapter's code is the code its
+# notebook ran (or stops, naming the chapter and the command to run) and fills MyST-NB's cache.
 book: venv
+	$(BIN)/python tools/stored_outputs.py seed
 	$(BIN)/jupyter-book build .
 
 serve:
@@ -114,8 +118,11 @@ notebooks: venv
 	  nb="notebooks/$$(basename "$$md" .md).ipynb"; \
 	  echo "=== $$md -> $$nb"; \
 	  $(BIN)/jupytext --update --to ipynb --output "$$nb" "$$md"; \
+	  start=$$(date +%s.%N); \
 	  $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
 	    --ExecutePreprocessor.record_timing=False --ExecutePreprocessor.timeout=600 "$$nb"; \
+	  $(BIN)/python tools/stored_outputs.py record "$$(basename "$$md" .md)" \
+	    "$$(awk -v a="$$start" -v b="$$(date +%s.%N)" 'BEGIN { print b - a }')"; \
 	  $(BIN)/jupyter nbconvert --to notebook --inplace --log-level=WARN \
 	    --CoalesceStreamsPreprocessor.enabled=True "$$nb"; \
 	done
@@ -159,10 +166,12 @@ test-notebooks: venv
 test-pairing: venv
 	$(BIN)/pytest -ra tests -m notebooks
 
-# The book builds with every warning an error, broken references included. It starts from an
-# empty output folder, so no page of a removed or renamed chapter survives into the browser test.
+# The book builds with every warning an error, broken references included, from the outputs that
+# test-notebooks has just reproduced (nothing is executed again). It starts from an empty output
+# folder, so no page of a removed or renamed chapter survives into the browser test.
 test-build: venv
 	rm -rf $(HTML)
+	$(BIN)/python tools/stored_outputs.py seed
 	$(BIN)/jupyter-book build . -W -n --keep-going --all
 
 # Every built page in headless Chromium: offline, math typeset, images and links sound.
