@@ -320,3 +320,30 @@ def test_solutions_are_collapsed_dropdowns(offline, rel):
     unsolved = [e for e in exercises if e not in solved]
     assert exercises, f"{rel}: no exercise found"
     assert not unsolved, f"{rel}: exercises without a solution: {unsolved}"
+
+
+ANIMATION_PAGES = [p for p in PAGES if 'class="animation"' in (HTML_DIR / p).read_text(encoding="utf-8")]
+
+
+@pytest.mark.parametrize("rel", ANIMATION_PAGES or [pytest.param(None, marks=pytest.mark.skip(
+    reason="no built page has an animation yet"))])
+def test_animations_play_offline(offline, rel):
+    """Every animation player shows its first frame, and pressing play moves it on (no request out)."""
+    page = offline.open(rel)
+    players = page.locator("div.animation")
+    assert players.count() > 0, f"{rel}: no player found"
+    for i in range(players.count()):
+        player = players.nth(i)
+        player.scroll_into_view_if_needed()
+        image = player.locator("img").first
+        page.wait_for_function("img => img.complete && img.naturalWidth > 0 && img.src.startsWith('data:image')",
+                               arg=image.element_handle(), timeout=10_000)
+        first = image.get_attribute("src")
+        slider = player.locator("input.anim-slider").first
+        player.locator("button[title='Play']").first.click()
+        page.wait_for_function("([img, src]) => img.src !== src", arg=[image.element_handle(), first],
+                               timeout=10_000)
+        player.locator("button[title='Pause']").first.click()
+        assert int(slider.input_value()) > 0, f"{rel}: player {i + 1}'s slider did not move with the frames"
+    assert not offline.blocked, f"{rel}: blocked requests {offline.blocked}"
+    assert not console_problems(offline.console_errors), f"{rel}: {offline.console_errors}"
