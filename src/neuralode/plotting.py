@@ -2,37 +2,83 @@
 
 Where an idea is a motion (a polygon of Euler steps closing in on a curve, a step size shrinking, a
 field learning a spiral), a chapter draws the frames with matplotlib and shows them with
-:func:`animate`.  The player is matplotlib's own JavaScript player (``Animation.to_jshtml``: a
-slider and play/step buttons over frames embedded as PNG images), made fit for a book that reads
-offline and is tested on every build:
+:func:`animate`: an image, a slider and a few buttons, with every frame embedded in the page as a
+PNG image, so nothing is fetched from elsewhere. The player is made for a book that is tested:
 
-* the stylesheet it links from a CDN (for its button icons) is dropped, and the buttons are drawn
-  with plain characters instead, so nothing is fetched from elsewhere;
-* its element ids, random in matplotlib, are derived from the animation's name, so that the same
-  frames give the same HTML on every run;
-* its size is bounded (``max_kib``), with a clear error instead of matplotlib's warning on stderr;
+* its element id comes from the animation's name, so the same frames give the same HTML every time;
+* its frames are reduced to a palette of at most ``colors`` colours, which makes line drawings
+  several times smaller, and its total size is bounded (``max_kib``) with a clear error;
 * the figure is closed once its frames are drawn, so no static copy appears below the player.
 
-matplotlib is imported inside the functions: the engine needs only NumPy at import time.
+A page may hold several players; each one's script finds its own elements by the player's id. In
+Jupyter the player runs in a trusted notebook (one whose cells you executed); an untrusted one shows
+the first frame. matplotlib and Pillow are imported inside the functions: the engine needs only
+NumPy at import time.
 """
 
-import logging
+import base64
+import html as html_escape
+import io
+import json
 import re
 
-_ICONS = {
-    "fa fa-minus": "&minus;", "fa fa-fast-backward": "&#x23EE;", "fa fa-step-backward": "&#x25C2;",
-    "fa fa-play fa-flip-horizontal": "&#x25C0;", "fa fa-pause": "&#x23F8;", "fa fa-play": "&#x25B6;",
-    "fa fa-step-forward": "&#x25B8;", "fa fa-fast-forward": "&#x23ED;", "fa fa-plus": "+",
-}
+_STYLE = """<style>
+.animation-player { display: inline-block; text-align: center; }
+.animation-player img { max-width: 100%; height: auto; }
+.animation-player .animation-controls { display: flex; gap: 4px; align-items: center;
+  justify-content: center; flex-wrap: wrap; margin: 4px 0; font-size: 0.9em; }
+.animation-player button { min-width: 2.2em; padding: 1px 6px; cursor: pointer; }
+.animation-player input[type=range] { width: 12em; }
+</style>"""
+
+_SCRIPT = """<script>
+(function () {
+  var root = document.getElementById(%(id)s);
+  var frames = JSON.parse(root.querySelector("script.animation-frames").textContent);
+  var image = root.querySelector("img"), slider = root.querySelector("input[type=range]");
+  var counter = root.querySelector(".animation-counter"), loop = %(loop)s, timer = null, frame = 0;
+  function show(i) {
+    frame = Math.max(0, Math.min(frames.length - 1, i));
+    image.src = frames[frame];
+    slider.value = frame;
+    counter.textContent = (frame + 1) + " / " + frames.length;
+  }
+  function pause() { if (timer !== null) { clearInterval(timer); timer = null; } }
+  function tick() {
+    if (frame + 1 < frames.length) { show(frame + 1); }
+    else if (loop) { show(0); }
+    else { pause(); }
+  }
+  function play() {
+    pause();
+    if (!loop && frame + 1 >= frames.length) { show(0); }
+    timer = setInterval(tick, %(interval)d);
+  }
+  var actions = {
+    first: function () { pause(); show(0); }, previous: function () { pause(); show(frame - 1); },
+    play: play, pause: pause,
+    next: function () { pause(); show(frame + 1); }, last: function () { pause(); show(frames.length - 1); }
+  };
+  root.querySelectorAll("button[data-action]").forEach(function (button) {
+    button.addEventListener("click", actions[button.dataset.action]);
+  });
+  slider.addEventListener("input", function () { pause(); show(parseInt(slider.value, 10)); });
+})();
+</script>"""
+
+_BUTTONS = (("first", "First frame", "|&#x25C0;"), ("previous", "Previous frame", "&#x25C2;"),
+            ("play", "Play", "&#x25B6;"), ("pause", "Pause", "||"),
+            ("next", "Next frame", "&#x25B8;"), ("last", "Last frame", "&#x25B6;|"))
+"""Each button's action, title, and label: characters that every system font has."""
 
 
 class Animation:
     """A finished animation: shows as the player in Jupyter and in the book.
 
     Attributes:
-        name: the name its element ids are made from.
+        name: the animation's name; the player's element id is made from it.
         frames: the number of frames.
-        html: the player, a self-contained HTML fragment.
+        html: the player, a self-contained HTML fragment (style, image, controls, frames, script).
     """
 
     def __init__(self, name, frames, html):
@@ -50,28 +96,46 @@ class Animation:
         return f"<Animation {self.name!r}: {self.frames} frames>"
 
 
-def _player_id(name):
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", name):
+def player_id(name):
+    """The element id of the player named ``name``, or a ``ValueError`` if the name will not do."""
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]{0,80}", name):
         raise ValueError(f"name must be a word of letters, digits, '-' and '_' starting with a letter "
-                         f"(it names the player's elements), got {name!r}")
-    return re.sub(r"[^A-Za-z0-9_]", "_", name)
+                         f"(it names the player's element), got {name!r}")
+    return f"animation-{name}"
 
 
-def offline_player(html, name):
-    """matplotlib's ``to_jshtml`` output, without its CDN stylesheet and with ids made from ``name``."""
-    match = re.search(r'id="_anim_img([0-9a-f]{32})"', html)
-    if match is None:
-        raise ValueError("html is not a player made by matplotlib's Animation.to_jshtml")
-    html = html.replace(match.group(1), _player_id(name))
-    html = re.sub(r'<link rel="stylesheet"\s*href="[^"]*font-awesome[^"]*">\s*', "", html)
-    for icon, glyph in _ICONS.items():
-        html = html.replace(f'<i class="{icon}"></i>', glyph)
-    if re.search(r"""(?:href|src)=["']?(?:https?:)?//""", html):
-        raise ValueError("the player still refers to an outside resource")
-    return html
+def frame_png(fig, dpi, colors):
+    """The figure as it is drawn now, as PNG bytes with a palette of at most ``colors`` colours."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, facecolor="white")
+    image = Image.open(buffer).convert("RGB")
+    palette = image.quantize(colors=colors, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    out = io.BytesIO()
+    palette.save(out, format="png", optimize=True)
+    return out.getvalue()
 
 
-def animate(fig, draw, frames, *, name, interval=120, dpi=72, mode="loop", max_kib=800):
+def player_html(name, frames, *, interval=120, loop=True, alt=""):
+    """The HTML of a player over ``frames`` (a list of PNG images as bytes)."""
+    uid = player_id(name)
+    urls = ["data:image/png;base64," + base64.b64encode(png).decode("ascii") for png in frames]
+    buttons = "".join(f'<button type="button" data-action="{action}" title="{title}" '
+                      f'aria-label="{title}">{label}</button>' for action, title, label in _BUTTONS)
+    return (
+        f'{_STYLE}\n<div class="animation-player" id="{uid}">\n'
+        f'<img src="{urls[0]}" alt="{html_escape.escape(alt)}">\n'
+        f'<div class="animation-controls">{buttons}\n'
+        f'<input type="range" min="0" max="{len(urls) - 1}" step="1" value="0" aria-label="Frame">'
+        f'<span class="animation-counter">1 / {len(urls)}</span></div>\n'
+        f'<script type="application/json" class="animation-frames">{json.dumps(urls)}</script>\n'
+        + _SCRIPT % {"id": json.dumps(uid), "loop": "true" if loop else "false", "interval": int(interval)}
+        + "\n</div>"
+    )
+
+
+def animate(fig, draw, frames, *, name, interval=120, dpi=80, colors=64, loop=True, alt="", max_kib=600):
     """Draw ``frames`` frames of ``fig`` with ``draw(i)`` and return them as an offline player.
 
     Args:
@@ -79,20 +143,28 @@ def animate(fig, draw, frames, *, name, interval=120, dpi=72, mode="loop", max_k
         draw: ``draw(i)`` updates the figure's artists for frame ``i`` (its return value is ignored).
         frames: the number of frames (an int of at least 2), drawn for ``i = 0, 1, ..., frames - 1``.
         name: a word naming the animation (such as the figure's name in the chapter); the player's
-            element ids are made from it, so it must be unique on its page.
+            element id is made from it, so it must be unique on its page.
         interval: milliseconds between frames when playing.
-        dpi: the resolution of each frame; 72 keeps a 5 x 3.5 in figure near 15-25 KiB a frame.
-        mode: what the player does at the last frame: ``"loop"``, ``"once"`` or ``"reflect"``.
+        dpi: the resolution of each frame.
+        colors: the most colours a frame keeps (2 to 256); line drawings need few.
+        loop: whether playing starts again after the last frame.
+        alt: a text for readers who cannot see the image.
         max_kib: the largest player allowed, in KiB; a larger one raises instead of bloating the page.
 
     Returns:
         An :class:`Animation`; as the last value of a cell it shows as the player.
 
     Raises:
-        ValueError: for bad arguments, or if the player would exceed ``max_kib``.
+        TypeError, ValueError: for bad arguments, or if the player would exceed ``max_kib``.
+
+    Example:
+        >>> import matplotlib.pyplot as plt
+        >>> fig, ax = plt.subplots()
+        >>> (line,) = ax.plot([0, 1], [0, 0])
+        >>> animate(fig, lambda i: line.set_ydata([0, i]), 3, name="fig-demo")
+        <Animation 'fig-demo': 3 frames>
     """
     from matplotlib import pyplot as plt
-    from matplotlib.animation import FuncAnimation
     from matplotlib.figure import Figure
 
     from .errors import check_int, check_number
@@ -104,27 +176,23 @@ def animate(fig, draw, frames, *, name, interval=120, dpi=72, mode="loop", max_k
     frames = check_int("frames", frames, minimum=2)
     interval = check_number("interval", interval, low=0.0, strict=True)
     dpi = check_number("dpi", dpi, low=0.0, strict=True)
+    colors = check_int("colors", colors, minimum=2)
     max_kib = check_number("max_kib", max_kib, low=0.0, strict=True)
-    if mode not in ("loop", "once", "reflect"):
-        raise ValueError(f"mode must be 'loop', 'once' or 'reflect', got {mode!r}")
-    _player_id(name)
-    # matplotlib stops embedding frames past its limit and says so on stderr (which fails the
-    # strict build): its limit is set just above ours, its message silenced, and the size checked here.
-    logger = logging.getLogger("matplotlib.animation")
-    level = logger.level
-    with plt.rc_context({"animation.embed_limit": max_kib / 1024 * 1.05, "savefig.dpi": dpi}):
-        movie = FuncAnimation(fig, lambda i: draw(i), frames=frames, interval=interval,
-                              repeat=mode != "once", blit=False)
-        try:
-            logger.setLevel(logging.ERROR)
-            html = movie.to_jshtml(default_mode=mode)
-        finally:
-            logger.setLevel(level)
-            plt.close(fig)
-    player = Animation(name, frames, offline_player(html, name))
-    drawn = len(re.findall(r"frames\[\d+\] = ", player.html))
-    if drawn < frames or player.kib > max_kib:
-        raise ValueError(f"animation {name!r} needs more than max_kib = {max_kib:g} KiB "
-                         f"({drawn} of {frames} frames fit); use fewer frames, a smaller figure or a "
-                         "lower dpi, or raise max_kib")
-    return player
+    if colors > 256:
+        raise ValueError(f"colors must be at most 256 (a PNG palette), got {colors}")
+    if not isinstance(loop, bool) or not isinstance(alt, str):
+        raise TypeError("loop must be True or False, and alt a string")
+    player_id(name)
+    images, size = [], 0.0
+    try:
+        for i in range(frames):
+            draw(i)
+            images.append(frame_png(fig, dpi, colors))
+            size += len(images[-1]) * 4 / 3 / 1024          # base64 makes it a third larger
+            if size > max_kib:
+                raise ValueError(f"animation {name!r} needs more than max_kib = {max_kib:g} KiB "
+                                 f"({i} of {frames} frames fit); use fewer frames, a smaller figure, a "
+                                 "lower dpi or fewer colors, or raise max_kib")
+    finally:
+        plt.close(fig)
+    return Animation(name, frames, player_html(name, images, interval=interval, loop=loop, alt=alt))
