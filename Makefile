@@ -40,6 +40,11 @@ endef
 
 NBVAL_ARGS := --nbval --nbval-current-env --nbval-cell-timeout=600 \
               --nbval-sanitize-with tests/nbval_sanitize.cfg
+# The engine tests, the notebooks and the browser pages are spread over one pytest worker per core
+# (pytest-xdist); a notebook's cells stay together in one worker and one kernel (--dist loadfile).
+# PYTEST_WORKERS=0 runs everything in one process.
+PYTEST_WORKERS ?= auto
+PARALLEL = -p xdist -n $(PYTEST_WORKERS)
 TEST_STAGES := test-engine test-notebooks test-pairing test-build test-browser
 
 .PHONY: help venv chromium book test $(TEST_STAGES) serve lab notebooks bench clean
@@ -144,7 +149,7 @@ test: venv chromium
 
 # Unit and property tests of the engine (everything but notebooks and browser tests).
 test-engine: venv
-	@$(call pytest_stage,tests -m "not notebooks and not browser")
+	@$(call pytest_stage,$(PARALLEL) tests -m "not notebooks and not browser")
 
 # Re-run every executed notebook and compare its outputs with the stored ones, under a
 # floating-point environment other than the one `make notebooks` used (another OpenBLAS kernel,
@@ -157,7 +162,7 @@ test-notebooks: venv
 	@if compgen -G 'notebooks/*.ipynb' > /dev/null; then \
 	  if [ -n '$(NBVAL_NATIVE)' ]; then perturb=''; else perturb="$$($(BIN)/python tests/perturbed_fp_env.py)"; fi; \
 	  echo "nbval under: $${perturb:-its own floating-point environment (NBVAL_NATIVE=1)}" | tr '\n' ' '; echo; \
-	  env $$perturb $(BIN)/pytest -ra $(NBVAL_ARGS) $(NBVAL_NOTEBOOKS); \
+	  env $$perturb $(BIN)/pytest -ra $(PARALLEL) --dist loadfile $(NBVAL_ARGS) $(NBVAL_NOTEBOOKS); \
 	else \
 	  echo 'notebooks/ holds no .ipynb yet: nothing for nbval to compare.'; \
 	fi
@@ -176,7 +181,7 @@ test-build: venv
 
 # Every built page in headless Chromium: offline, math typeset, images and links sound.
 test-browser: venv chromium
-	$(BIN)/pytest -ra -rP tests -m browser
+	$(BIN)/pytest -ra -rP $(PARALLEL) tests -m browser
 
 # ---------------------------------------------------------------------------------------
 # Benchmarks: scripts that print ratios measured side by side, and fail when a target is missed.
