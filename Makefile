@@ -40,13 +40,18 @@ endef
 
 NBVAL_ARGS := --nbval --nbval-current-env --nbval-cell-timeout=600 \
               --nbval-sanitize-with tests/nbval_sanitize.cfg
+# The engine tests, the notebooks and the browser pages are spread over one pytest worker per core
+# (pytest-xdist); a notebook's cells stay together in one worker and one kernel (--dist loadfile).
+# PYTEST_WORKERS=0 runs everything in one process.
+PYTEST_WORKERS ?= auto
+PARALLEL = -p xdist -n $(PYTEST_WORKERS)
 TEST_STAGES := test-engine test-notebooks test-pairing test-build test-browser
 
 .PHONY: help venv chromium book test $(TEST_STAGES) serve lab notebooks bench clean
 
 help:
 	@echo 'make venv       create .venv and install requirements.txt (the engine in editable mode)'
-	@echo 'make book       build the HTML book into $(HTML) (executes every chapter)'
+	@echo 'make book       build the HTML book into $(HTML) from the outputs stored in notebooks/'
 	@echo 'make test       engine tests, nbval, pairing, strict book build, browser checks'
 	@echo '                (stages on their own: $(TEST_STAGES))'
 	@echo 'make serve      serve $(HTML) on http://$(HOST):$(PORT)/ (offline)'
@@ -85,7 +90,11 @@ chromium:
 # ---------------------------------------------------------------------------------------
 # The book
 
+# The book is rendered from the outputs stored in notebooks/ (which nbval proves reproducible), so
+# nothing is executed here: tools/stored_outputs.py checks that every chapter's code is the code its
+# notebook ran (or stops, naming the chapter and the command to run) and fills MyST-NB's cache.
 book: venv
+	$(BIN)/python tools/stored_outputs.py seed
 	$(BIN)/jupyter-book build .
 
 serve:
@@ -114,8 +123,11 @@ notebooks: venv
 	  nb="notebooks/$$(basename "$$md" .md).ipynb"; \
 	  echo "=== $$md -> $$nb"; \
 	  $(BIN)/jupytext --update --to ipynb --output "$$nb" "$$md"; \
+	  start=$$(date +%s.%N); \
 	  $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
 	    --ExecutePreprocessor.record_timing=False --ExecutePreprocessor.timeout=600 "$$nb"; \
+	  $(BIN)/python tools/stored_outputs.py record "$$(basename "$$md" .md)" \
+	    "$$(awk -v a="$$start" -v b="$$(date +%s.%N)" 'BEGIN { print b - a }')"; \
 	  $(BIN)/jupyter nbconvert --to notebook --inplace --log-level=WARN \
 	    --CoalesceStreamsPreprocessor.enabled=True "$$nb"; \
 	done
@@ -137,7 +149,7 @@ test: venv chromium
 
 # Unit and property tests of the engine (everything but notebooks and browser tests).
 test-engine: venv
-	@$(call pytest_stage,tests -m "not notebooks and not browser")
+	@$(call pytest_stage,$(PARALLEL) tests -m "not notebooks and not browser")
 
 # Re-run every executed notebook and compare its outputs with the stored ones, under a
 # floating-point environment other than the one `make notebooks` used (another OpenBLAS kernel,
@@ -150,7 +162,7 @@ test-notebooks: venv
 	@if compgen -G 'notebooks/*.ipynb' > /dev/null; then \
 	  if [ -n '$(NBVAL_NATIVE)' ]; then perturb=''; else perturb="$$($(BIN)/python tests/perturbed_fp_env.py)"; fi; \
 	  echo "nbval under: $${perturb:-its own floating-point environment (NBVAL_NATIVE=1)}" | tr '\n' ' '; echo; \
-	  env $$perturb $(BIN)/pytest -ra $(NBVAL_ARGS) $(NBVAL_NOTEBOOKS); \
+	  env $$perturb $(BIN)/pytest -ra $(PARALLEL) --dist loadfile $(NBVAL_ARGS) $(NBVAL_NOTEBOOKS); \
 	else \
 	  echo 'notebooks/ holds no .ipynb yet: nothing for nbval to compare.'; \
 	fi
@@ -159,15 +171,17 @@ test-notebooks: venv
 test-pairing: venv
 	$(BIN)/pytest -ra tests -m notebooks
 
-# The book builds with every warning an error, broken references included. It starts from an
-# empty output folder, so no page of a removed or renamed chapter survives into the browser test.
+# The book builds with every warning an error, broken references included, from the outputs that
+# test-notebooks has just reproduced (nothing is executed again). It starts from an empty output
+# folder, so no page of a removed or renamed chapter survives into the browser test.
 test-build: venv
 	rm -rf $(HTML)
+	$(BIN)/python tools/stored_outputs.py seed
 	$(BIN)/jupyter-book build . -W -n --keep-going --all
 
 # Every built page in headless Chromium: offline, math typeset, images and links sound.
 test-browser: venv chromium
-	$(BIN)/pytest -ra -rP tests -m browser
+	$(BIN)/pytest -ra -rP $(PARALLEL) tests -m browser
 
 # ---------------------------------------------------------------------------------------
 # Benchmarks: scripts that print ratios measured side by side, and fail when a target is missed.

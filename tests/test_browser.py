@@ -320,3 +320,32 @@ def test_solutions_are_collapsed_dropdowns(offline, rel):
     unsolved = [e for e in exercises if e not in solved]
     assert exercises, f"{rel}: no exercise found"
     assert not unsolved, f"{rel}: exercises without a solution: {unsolved}"
+
+
+
+ANIMATION_PAGES = [p for p in PAGES if 'class="animation-player"' in (HTML_DIR / p).read_text(encoding="utf-8")]
+
+
+@pytest.mark.parametrize("rel", ANIMATION_PAGES or [pytest.param(None, marks=pytest.mark.skip(
+    reason="no built page has an animation yet"))])
+def test_animations_play_offline(offline, rel):
+    """Every animation player shows its first frame, and pressing play moves it on (no request out)."""
+    page = offline.open(rel)
+    players = page.locator("div.animation-player")
+    assert players.count() > 0, f"{rel}: no player found"
+    for i in range(players.count()):
+        player = players.nth(i)
+        player.scroll_into_view_if_needed()
+        image = player.locator("img").first.element_handle()
+        page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image, timeout=10_000)
+        first = image.get_attribute("src")
+        player.locator("button[data-action='play']").click()
+        page.wait_for_function("([img, src]) => img.src !== src", arg=[image, first], timeout=10_000)
+        player.locator("button[data-action='pause']").click()
+        slider = player.locator("input[type=range]")
+        shown, last = int(slider.input_value()), int(slider.get_attribute("max"))
+        assert shown > 0, f"{rel}: player {i + 1}'s slider did not follow the frames"
+        counter = player.locator(".animation-counter").inner_text()
+        assert counter == f"{shown + 1} / {last + 1}", f"{rel}: player {i + 1} says {counter!r}"
+    assert not offline.blocked, f"{rel}: blocked requests {offline.blocked}"
+    assert not console_problems(offline.console_errors), f"{rel}: {offline.console_errors}"
