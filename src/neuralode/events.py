@@ -53,8 +53,8 @@ HORIZON = 1e300
 """Without ``t_max``, a search may run this far past ``t0`` (``max_num_steps`` ends it long before)."""
 FD_STEP = np.finfo(float).eps ** (1 / 3)
 """Relative step of the central differences that differentiate a plain event function."""
-MAX_ROOT_ITERATIONS = 10_000
-"""The root finder halves its bracket at least every fourth iteration, and no bracket of float64 numbers
+MAX_ROOT_ITERATIONS = 20_000
+"""The root finder halves its bracket at least every fifth iteration, and no bracket of float64 numbers
 survives 2100 halvings: this bound is never reached."""
 
 
@@ -206,8 +206,9 @@ def locate_root(G, a, ga, b, gb):
     in a row, its value is halved for the chord (Dowell & Jarratt 1971), which stops the chord from
     creeping up on the root from one side.  A bisection step is taken whenever three iterations did not
     halve the bracket, unless the chord's point is within a few bits of an end: there the root has
-    been found, and the next point, one bit past it, closes the bracket.  The search ends when ``G``
-    is zero or ``a`` and ``b`` are neighbouring floating-point numbers.
+    probably been found, and the next point, one bit past it, closes the bracket (if it does not,
+    the bisection follows).  The search ends when ``G`` is zero or ``a`` and ``b`` are neighbouring
+    floating-point numbers.
 
     Returns:
         ``(t, g)`` with ``g = G(t)`` of ``gb``'s sign or zero: the crossing lies in ``(a, t]``, and
@@ -218,14 +219,16 @@ def locate_root(G, a, ga, b, gb):
         >>> bool(0 <= t - 2 ** 0.5 <= np.spacing(2 ** 0.5)), g >= 0
         (True, True)
     """
-    chord_a, chord_b, side, widths = ga, gb, 0, [math.inf] * 3
+    chord_a, chord_b, side, widths, nudged = ga, gb, 0, [math.inf] * 3, False
     for _ in range(MAX_ROOT_ITERATIONS):
         mid = a + 0.5 * (b - a)
         if gb == 0 or mid in (a, b):
             break
-        c = b - chord_b * (b - a) / (chord_b - chord_a)
-        if b - a > 0.5 * widths[0] and min(c - a, b - c) > 4 * np.spacing(max(abs(a), abs(b))):
+        c = _chord_zero(a, chord_a, b, chord_b)
+        near = c - a <= 4 * abs(np.spacing(a)) or b - c <= 4 * abs(np.spacing(b))
+        if b - a > 0.5 * widths[0] and (nudged or not near):
             c = mid
+        nudged = near and c != mid
         c = min(max(c, np.nextafter(a, b)), np.nextafter(b, a))     # strictly inside, if only by one bit
         widths = widths[1:] + [b - a]
         gc = G(c)
@@ -236,6 +239,17 @@ def locate_root(G, a, ga, b, gb):
             a, chord_a = c, gc
             chord_b, side = (0.5 * chord_b if side == -1 else chord_b), -1
     return b, gb
+
+
+def _chord_zero(a, ga, b, gb):
+    """Where the chord through ``(a, ga)`` and ``(b, gb)`` meets zero, written from the end nearer to it.
+
+    ``b - gb (b - a) / (gb - ga)`` and ``a - ga (b - a) / (gb - ga)`` are the same number, but when the
+    zero lies very close to one end, only the form that starts from that end keeps its digits.
+    """
+    if abs(ga) < abs(gb):
+        return a - ga * (b - a) / (gb - ga)
+    return b - gb * (b - a) / (gb - ga)
 
 
 # ---------------------------------------------------------------------------------------------------
