@@ -140,6 +140,19 @@ def test_counts_are_the_calls_made():
     assert sol.g0 == 10.0
 
 
+@pytest.mark.parametrize("method,step_size", [("rk4", 0.1), ("euler", 0.05), ("dopri5", 0.3), ("bosh3", 0.2)])
+def test_fixed_step_counts_are_the_calls_made(method, step_size):
+    f = CountingDynamics(Ball())
+    sol = integrate_event(f, np.array([10.0, 5.0]), 0.0, event_fn=height, method=method, step_size=step_size)
+    assert sol.nfe == f.nfe and sol.n_steps == len(sol.step_times) - 1
+    np.testing.assert_allclose(np.diff(sol.step_times), step_size, rtol=1e-12)
+
+
+def test_a_step_size_below_the_spacing_of_t_is_refused():
+    with pytest.raises(ne.StepSizeUnderflowError, match="step_size = 1e-10 is below"):
+        ne.odeint_event(Ball(), np.array([10.0, 5.0]), 1e8, event_fn=height, method="rk4", step_size=1e-10)
+
+
 @pytest.mark.parametrize("method,order", [("euler", 1), ("midpoint", 2), ("rk4", 4)])
 def test_fixed_step_event_times_converge_at_the_methods_order(method, order):
     t_exact = math.pi / 6                                   # sin t = 1/2

@@ -43,7 +43,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import (EventNotFoundError, GrazingEventError, NonFiniteError, TooManyStepsError, check_number)
+from .errors import (EventNotFoundError, GrazingEventError, NonFiniteError, StepSizeUnderflowError, TooManyStepsError,
+                     check_number)
 from .gradients import GRADIENTS, odeint_vjp
 from .solver import DEFAULT_MAX_NUM_STEPS, ODESolution, _StepControl, dense_eval, prepare, rk_step
 
@@ -175,11 +176,13 @@ def _fixed_steps(problem, stats):
     tn, y, k0 = t0, problem.y0, problem.f0
     for n in range(problem.max_num_steps):
         t_new = min(t0 + (n + 1) * h, t_end)
+        if not t_new > tn:
+            raise StepSizeUnderflowError(tn, f"step_size = {h:.3g} is below what floating point resolves at this t")
         YK = np.zeros((tab.stages + 1, y.size))
         YK[0], YK[1] = y, k0
         y_new = rk_step(fun, tn, t_new - tn, tab, YK)[0]
         k_new = YK[-1].copy() if tab.fsal else fun(t_new, y_new)
-        stats.nfe += tab.stages
+        stats.nfe += tab.stages - 1 if tab.fsal else tab.stages      # the first stage is the last one's
         if not (np.isfinite(y_new).all() and np.isfinite(k_new).all()):
             raise NonFiniteError(t_new, "the state or its derivative became infinite or NaN",
                                  "The solution may blow up here, or the step is too large for stability")
