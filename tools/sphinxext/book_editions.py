@@ -50,7 +50,7 @@ PARTICLES = sorted("""
 """Particles and endings, longest first; a word loses the longest one it ends with."""
 
 MIN_STEM = 1
-"""Characters a stem keeps at least: a particle is stripped only from a longer word."""
+"""Characters a stem keeps at least: a word that is only a particle ("이") stays as it is."""
 
 
 def korean_stem(word):
@@ -58,7 +58,7 @@ def korean_stem(word):
     if not re.search(r"[\uac00-\ud7a3]$", word):
         return word
     for particle in PARTICLES:
-        if word.endswith(particle) and len(word) - len(particle) >= MIN_STEM + 1:
+        if word.endswith(particle) and len(word) - len(particle) >= MIN_STEM:
             return word[: -len(particle)]
     return word
 
@@ -70,7 +70,7 @@ function Stemmer() {
     if (!/[\\uac00-\\ud7a3]$/.test(word)) { return word; }
     for (var i = 0; i < KoreanParticles.length; i++) {
       var p = KoreanParticles[i];
-      if (word.length - p.length >= %(min_stem)d + 1 && word.slice(-p.length) === p) {
+      if (word.length - p.length >= %(min_stem)d && word.slice(-p.length) === p) {
         return word.slice(0, word.length - p.length);
       }
     }
