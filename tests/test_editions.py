@@ -15,7 +15,7 @@ spec.loader.exec_module(book_editions)
 @pytest.mark.parametrize("word, stem", [
     ("오차를", "오차"), ("오차가", "오차"), ("오차", "오차"), ("오차에서는", "오차"), ("미분방정식은", "미분방정식"),
     ("상미분방정식의", "상미분방정식"), ("신경망으로", "신경망"), ("기울기들을", "기울기"), ("것은", "것"),
-    ("이", "이"), ("는", "는"), ("Euler", "Euler"), ("odeint", "odeint"), ("h를", "h를"),
+    ("이", "이"), ("는", "는"), ("Euler", "Euler"), ("odeint", "odeint"), ("h를", "h"),
 ])
 def test_korean_stem(word, stem):
     assert book_editions.korean_stem(word) == stem
