@@ -101,8 +101,7 @@ class Pullback:
         if len(now) != len(self._params):
             changed = f"their number went from {len(self._params)} to {len(now)}"
         else:
-            changed = [i for i, (p, q) in enumerate(zip(now, self._params))
-                       if np.shape(p) != q.shape or not np.array_equal(p, q, equal_nan=True)]
+            changed = [i for i, (p, q) in enumerate(zip(now, self._params)) if not _same(p, q)]
             if not changed:
                 return
             changed = "f.params[" + "], f.params[".join(map(str, changed)) + "] changed"
@@ -117,6 +116,11 @@ class Pullback:
         self._check_params()
         self.nfe_backward = self.nfe_recomputed = self.steps_backward = 0
         return self._backward(self, ys_bar)
+
+
+def _same(p, q):
+    """Whether array ``p`` still equals the copy ``q`` (NaN equal to NaN), the common case first."""
+    return np.shape(p) == q.shape and (bool((p == q).all()) or np.array_equal(p, q, equal_nan=True))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -253,9 +257,14 @@ def _measured(norm, sizes):
 
 
 def _checked_vjp(f, shape):
-    """``f.vjp``, with the structure of every result checked (shapes and lengths: no copies)."""
+    """``f.vjp``, with the structure of every result checked (shapes and lengths: no copies).
+
+    The parameters are read once: a pullback runs only while they are unchanged (:class:`Pullback`).
+    """
+    params = list(f.params)
+
     def vjp(t, y, v):
-        return check_vjp_output("f.vjp(t, y, v)", f.vjp(t, y, v), shape, f.params)
+        return check_vjp_output("f.vjp(t, y, v)", f.vjp(t, y, v), shape, params)
 
     return vjp
 
@@ -380,7 +389,7 @@ def _value_and_vjp(f, shape):
     Both results are checked on every call (:mod:`~neuralode.protocol`): a value of the right size but
     the wrong shape (transposed, say) would otherwise flatten into a silently wrong adjoint.
     """
-    both = getattr(f, "value_and_vjp", None)
+    both, params = getattr(f, "value_and_vjp", None), list(f.params)
     if both is None:
         vjp = _checked_vjp(f, shape)
         return lambda t, y, v: (check_returned("f(t, y)", f(t, y), shape, t), vjp(t, y, v))
@@ -391,7 +400,7 @@ def _value_and_vjp(f, shape):
             raise ValueError("f.value_and_vjp(t, y, v) must return a pair (f(t, y), f.vjp(t, y, v))")
         value, out = pair
         check_returned("f.value_and_vjp(t, y, v)[0]", value, shape, t)
-        return value, check_vjp_output("f.value_and_vjp(t, y, v)[1]", out, shape, f.params)
+        return value, check_vjp_output("f.value_and_vjp(t, y, v)[1]", out, shape, params)
 
     return value_and_vjp
 
