@@ -29,6 +29,7 @@ Every derivative of ``f`` comes from its hand-written ``f.vjp(t, y, v)`` (the dy
 every result of it is checked where it enters (:mod:`~neuralode.protocol`).
 """
 
+import hashlib
 import math
 
 import numpy as np
@@ -64,14 +65,19 @@ class Pullback:
     attributes report the cost of the last backward pass.
 
     It differentiates the solve at the parameters the forward solve used, and only there.  It keeps a
-    copy of ``f.params`` from the forward solve, and a call after any of them changed (an optimiser's
-    step between the solve and the pullback, say) raises a ``ValueError`` naming them.  Refusing beats
-    quietly putting the old values back for the backward pass: the engine reads the parameters only
-    through ``f.params`` and cannot know that writing into those arrays reaches what ``f`` computes
-    with (a model may return copies, or derive cached quantities from them), it would change the
-    caller's arrays behind its back, and a gradient taken after the update belongs to parameters the
-    optimiser has already left, which is almost always a mistake in the order of the training loop.
-    The copy costs one array copy per parameter array per solve (measured in ``bench/gradients.py``).
+    snapshot of ``f.params`` from the forward solve, and a call after any of them changed (an
+    optimiser's step between the solve and the pullback, say) raises a ``ValueError`` naming them:
+    never a gradient that mixes the old solution with the new parameters.  Refusing beats quietly
+    putting the old values back for the backward pass: the engine reads the parameters only through
+    ``f.params`` and cannot know that writing into those arrays reaches what ``f`` computes with (a
+    model may return copies, or derive cached quantities from them), it would change the caller's
+    arrays behind its back, and a gradient taken after the update belongs to parameters the optimiser
+    has already left, which is almost always a mistake in the order of the training loop.
+
+    The snapshot is a fingerprint, 8 bytes per parameter array (a BLAKE2 digest of its shape, dtype
+    and bytes), rather than a copy, which would double the parameters' memory for every pullback kept
+    alive (an ODE-RNN encoder keeps one per time step).  Taking it and comparing it cost about one
+    pass over the parameters each (measured in ``bench/gradients.py``).
 
     Attributes:
         nfe_forward: evaluations of ``f`` in the forward solve (NFE-F).
@@ -89,7 +95,7 @@ class Pullback:
 
     def __init__(self, backward, ys, forward_solution, f):
         self._backward, self._shape, self._f = backward, ys.shape, f
-        self._params = [p.copy() for p in f.params]
+        self._params = _fingerprints(f.params)
         self.nfe_forward = forward_solution.nfe
         self.steps_forward = forward_solution.n_steps
         self.nfe_backward, self.nfe_recomputed, self.steps_backward, self.z0_backward = 0, 0, 0, None
@@ -97,13 +103,13 @@ class Pullback:
 
     def _check_params(self):
         """Raise a ``ValueError`` naming the parameter arrays that changed since the forward solve."""
-        now = self._f.params
+        now, size = _fingerprints(self._f.params), _DIGEST_SIZE
+        if now == self._params:
+            return
         if len(now) != len(self._params):
-            changed = f"their number went from {len(self._params)} to {len(now)}"
+            changed = f"their number went from {len(self._params) // size} to {len(now) // size}"
         else:
-            changed = [i for i, (p, q) in enumerate(zip(now, self._params)) if not _same(p, q)]
-            if not changed:
-                return
+            changed = [i for i in range(len(now) // size) if now[i * size:(i + 1) * size] != self._params[i * size:(i + 1) * size]]
             changed = "f.params[" + "], f.params[".join(map(str, changed)) + "] changed"
         raise ValueError(f"f.params changed after the forward solve ({changed}): this pullback can only "
                          "differentiate the solve at the parameters it was computed with. Call the pullback "
@@ -118,9 +124,22 @@ class Pullback:
         return self._backward(self, ys_bar)
 
 
-def _same(p, q):
-    """Whether array ``p`` still equals the copy ``q`` (NaN equal to NaN), the common case first."""
-    return np.shape(p) == q.shape and (bool((p == q).all()) or np.array_equal(p, q, equal_nan=True))
+_DIGEST_SIZE = 8
+
+
+def _fingerprints(arrays):
+    """One BLAKE2 digest of each array's shape, dtype and bytes, joined: 8 bytes per array.
+
+    Two fingerprints differ when any array changed in any bit (two different arrays share a 64-bit
+    digest with probability about ``2**-64``), and the ``i``-th 8 bytes tell whether array ``i`` did.
+    """
+    digests = []
+    for p in arrays:
+        p = np.ascontiguousarray(p)
+        digest = hashlib.blake2b(f"{p.shape}{p.dtype.str}".encode(), digest_size=_DIGEST_SIZE)
+        digest.update(p.data)
+        digests.append(digest.digest())
+    return b"".join(digests)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -191,8 +210,12 @@ def _check_solver_options(gradient, options):
         _check_step_size(options["step_size"])
     if "max_num_steps" in options:
         _check_max_num_steps(options["max_num_steps"])
-    adaptive = tableau.adaptive and options.get("step_size") is None
-    if gradient in ADJOINT_MODES and adaptive and np.any(np.asarray(options.get("atol", 1.0)) == 0):
+    _check_atol(gradient, options.get("atol", 1.0), tableau.adaptive and options.get("step_size") is None)
+
+
+def _check_atol(gradient, atol, adaptive):
+    """``atol > 0`` in an adaptive solve of an adjoint mode, whose backward state starts at zero."""
+    if gradient in ADJOINT_MODES and adaptive and np.any(np.asarray(atol) == 0):
         raise ValueError(f"atol must be positive for gradient={gradient!r}: its backward solve starts the "
                          "cotangents a_theta and a_t at exactly 0 (and a wherever ys_bar is 0), and an error "
                          "tolerance of rtol * |0| + atol = 0 cannot be met there. Give atol > 0, or use "
@@ -324,11 +347,10 @@ def odeint_vjp(f, y0, t, *, gradient="adjoint", method="dopri5", rtol=1e-7, atol
         >>> y0_bar.shape, len(params_bar), t_bar.shape
         ((2,), 4, (2,))
     """
-    mode = check_options(gradient, method=method, rtol=rtol, atol=atol, step_size=step_size,
-                         max_num_steps=max_num_steps, reset_state=reset_state, norm=norm, carry_step=carry_step,
-                         checkpoints=checkpoints)
+    mode = check_options(gradient, reset_state=reset_state, norm=norm, carry_step=carry_step, checkpoints=checkpoints)
     check_dynamics(f)
     problem = prepare(f, y0, t, method, rtol, atol, step_size, max_num_steps)
+    _check_atol(gradient, problem.atol, _adaptive(problem))
     forward = _FORWARD[gradient if mode["checkpoints"] is None else f"{gradient} with checkpoints"]
     solution, backward, recorder = forward(f, problem, mode)
     pullback = Pullback(backward, solution.ys, solution, f)
