@@ -670,10 +670,99 @@ def keeps_tracing():
 # ---------------------------------------------------------------------------------------------------
 
 
+# ---------------------------------------------------------------------------------------------------
+# A second round, wider: field methods called with wrong inputs, protocol shapes, more options
+# ---------------------------------------------------------------------------------------------------
+
+
+class ListVJP:
+    """MLP dynamics whose vjp returns a list, or parameter cotangents as a generator."""
+
+    def __init__(self, kind):
+        self.net, self.kind = MLP([2, 4, 2], rng=rng()), kind
+        self.params = self.net.params
+
+    def __call__(self, t, y):
+        return self.net(t, y)
+
+    def vjp(self, t, y, v):
+        y_bar, params_bar, t_bar = self.net.vjp(t, y, v)
+        if self.kind == "list":
+            return [y_bar, params_bar, t_bar]
+        return y_bar, (g for g in params_bar), t_bar
+
+
+def second_round_cases():
+    f, y0, t, w = vjp_problem()
+    tf, x = field(), np.random.default_rng(1).standard_normal((4, 2))
+    cases = [
+        bad("odeint_vjp(backprop, norm='mixed')", lambda: gradient_of("backprop", f, y0, t, w, norm="mixed"), arg("norm")),
+        bad("odeint_vjp(adjoint, checkpoints='sqrt')", lambda: gradient_of("adjoint", f, y0, t, w, checkpoints="sqrt"),
+            arg("checkpoints")),
+        bad("odeint_vjp(checkpoint, checkpoints='Sqrt')", lambda: gradient_of("checkpoint", f, y0, t, w, checkpoints="Sqrt"),
+            arg("checkpoints")),
+        good("odeint_vjp(checkpoint, checkpoints=np.int64(2))",
+             lambda: gradient_of("checkpoint", f, y0, t, w, checkpoints=np.int64(2)), lambda out: out[0].shape == (3, 2)),
+        good("ys_bar as nested lists", lambda: gradient_of("adjoint", f, y0, t, w.tolist()),
+             lambda out: out[0].shape == (3, 2)),
+        bad("f.vjp returning a list", lambda: gradient_of("adjoint", ListVJP("list"), y0, t, w), r"f\.vjp"),
+        bad("f.vjp returning a generator of cotangents", lambda: gradient_of("backprop", ListVJP("generator"), y0, t, w),
+            r"f\.vjp"),
+        bad("pullback_peak_memory with an option backprop does not use", lambda: checks.pullback_peak_memory(
+            f, y0, t, gradient="backprop", norm="full"), arg("norm")),
+        bad("trajectory_step with an option backprop does not use", lambda: ne.train.trajectory_step(
+            f, ne.optim.SGD(f.params), data.Windows(y0, t, np.zeros((3, 3, 2)), np.arange(3)), gradient="backprop",
+            carry_step=False), arg("carry_step")),
+        bad("ODENet(checkpoints=2) with the adjoint", lambda: models.ODENet(MLP([2, 8, 2]), 2, 2, checkpoints=2),
+            arg("checkpoints")),
+        bad("TimeField.divergence of the wrong width", lambda: tf.divergence(0.0, np.zeros((3, 3))), arg("z")),
+        bad("TimeField.divergence_vjp with w of the wrong length", lambda: tf.divergence_vjp(0.0, x, np.ones(3)), arg("w")),
+        bad("TimeField.trace_estimate with eps of the wrong shape", lambda: tf.trace_estimate(0.0, x, np.ones((4, 3))),
+            arg("eps")),
+        bad("TimeField.jvp with u of the wrong shape", lambda: tf.jvp(0.0, x, np.ones((3, 2))), arg("u")),
+        bad("TimeField.vjp with complex v", lambda: tf.vjp(0.0, x, x + 1j), arg("v")),
+        bad("CNFDynamics with complex eps", lambda: cnf.CNFDynamics(tf, x + 1j), arg("eps")),
+        bad("CNF of a field without divergence", lambda: cnf.CNF(MLP([2, 8, 2])), "divergence"),
+        bad("CNF(hutchinson) of a field without trace_estimate", lambda: cnf.CNF(MLP([2, 8, 2]), trace="hutchinson"),
+            "trace_estimate"),
+        bad("KineticEnergy of a field whose params is not a list", lambda: regularise.KineticEnergy(NoList(), (2,)),
+            r"params"),
+        bad("relative_error of a ragged list", lambda: checks.relative_error([[1.0], [1.0, 2.0]], [1.0, 2.0]), arg("approx")),
+        bad("fd_gradient at a NaN point", lambda: checks.fd_gradient(lambda z: float(z @ z), np.array([np.nan, 1.0])),
+            arg("x")),
+        bad("check_dynamics_vjp of a plain function", lambda: checks.check_dynamics_vjp(lambda t, y: y, 0.0, np.ones(2),
+                                                                                      rng()), "vjp"),
+        bad("below of a negative error", lambda: checks.below(-1.0, 1e-6), arg("error")),
+        bad("two_moons(rng=RandomState)", lambda: data.two_moons(10, rng=np.random.RandomState(0)), arg("rng")),
+        bad("concentric_spheres(rng=0)", lambda: data.concentric_spheres(10, rng=0), arg("rng")),
+        bad("trajectory_windows(rng=0)", lambda: data.trajectory_windows(np.linspace(0, 1, 10), np.zeros((10, 2)), 2, 3, 0),
+            arg("rng")),
+        good("LatentODE loss with one series never observed after the first time", latent_sparse_loss,
+             lambda out: np.isfinite(out[0]) and all(np.all(np.isfinite(g)) for g in out[1])),
+    ]
+    return cases
+
+
+class NoList:
+    params = (np.zeros(2) for _ in range(1))
+
+    def __call__(self, t, y):
+        return y
+
+    def vjp(self, t, y, v):
+        return v, [], 0.0
+
+
+def latent_sparse_loss():
+    times, values, mask = series()
+    mask[0, 1:] = 0.0
+    return latent_model().loss_and_grad(times, values, mask, rng())
+
+
 def all_cases():
     groups = [data_cases, latent_sampler_cases, latent_density_cases, latent_model_cases, cnf_constructor_cases,
               cnf_call_cases, cnf_field_cases, vjp_option_cases, vjp_behaviour_cases, regularise_cases,
-              odenet_cases, checks_cases]
+              odenet_cases, checks_cases, second_round_cases]
     return [case for group in groups for case in group()]
 
 
