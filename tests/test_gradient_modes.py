@@ -380,6 +380,20 @@ def test_mixed_norm_measures_one_block_per_parameter_array(monkeypatch, gradient
     _assert_close(grads, _fd_all(f, y0, t, weights, rtol=1e-12, atol=1e-12), 1e-5)
 
 
+def test_the_norm_hook_sets_the_first_step_and_the_error_ratio():
+    """Problem.norm replaces the RMS norm in the initial step selection and in every error ratio."""
+    from neuralode.solver import integrate_adaptive, prepare
+    from neuralode.stepsize import step_factor
+
+    problem = prepare(lambda t, y: -y, np.ones(2), [0.0, 1.0], "dopri5", 1e-6, 1e-9, None, 10_000)
+    problem.norm = lambda x: 0.0            # every scaled quantity measures 0: the smallest first step
+    assert integrate_adaptive(problem).step_times[1] == pytest.approx(1e-6, rel=1e-12)
+    problem = prepare(lambda t, y: -y, np.ones(2), [0.0, 1.0], "dopri5", 1e-6, 1e-9, None, 10_000)
+    problem.norm, problem.h0 = (lambda x: 0.5), 1e-3     # every error ratio 0.5: every step grows alike
+    steps = np.diff(integrate_adaptive(problem).step_times)[:-1]
+    assert np.allclose(steps[1:] / steps[:-1], step_factor(0.5, 4), rtol=1e-9, atol=0)
+
+
 def test_mixed_norm_is_used_by_the_step_control_and_the_first_step():
     f, y0, t, weights = _bench_problem()
     counts = {}

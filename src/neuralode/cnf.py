@@ -387,7 +387,8 @@ class CNFDynamics:
     def _trace(self, t, z):
         if self.eps is None:
             return check_returned("field.divergence(t, z)", self.field.divergence(t, z), z.shape[:1], t)
-        return check_returned("field.trace_estimate(t, z, eps)", self.field.trace_estimate(t, z, self.eps), z.shape[:1], t)
+        estimate = self.field.trace_estimate(t, z, self.eps)
+        return check_returned("field.trace_estimate(t, z, eps)", estimate, z.shape[:1], t)
 
     def _trace_vjp(self, t, z, w):
         if self.eps is None:

@@ -21,9 +21,9 @@ parameter array of ``f``) and ``dL/dt`` (for every output time)?
   reading ``z(t)`` from the forward solve's dense output instead of reconstructing it, so nothing
   drifts; its memory grows with the forward steps, like backprop's.  With ``checkpoints=`` it keeps
   only checkpoints of the forward solve and re-solves forward from them one segment at a time, the
-  segment's dense output serving the backward solve across that segment: Chen et al.'s own proposal
-  (2018, Section 2, on recovering ``z(t)``), with memory like checkpointing and accuracy like the
-  interpolated adjoint.
+  segment's dense output serving the backward solve across that segment: the cure Chen et al. propose
+  for a reconstruction that drifts (2018, Section 6, "Reconstructing forward trajectories"), with
+  memory like checkpointing and accuracy like the interpolated adjoint.
 
 Every derivative of ``f`` comes from its hand-written ``f.vjp(t, y, v)`` (the dynamics protocol), and
 every result of it is checked where it enters (:mod:`~neuralode.protocol`).
@@ -109,7 +109,8 @@ class Pullback:
         if len(now) != len(self._params):
             changed = f"their number went from {len(self._params) // size} to {len(now) // size}"
         else:
-            changed = [i for i in range(len(now) // size) if now[i * size:(i + 1) * size] != self._params[i * size:(i + 1) * size]]
+            changed = [i for i in range(len(now) // size)
+                       if now[i * size:(i + 1) * size] != self._params[i * size:(i + 1) * size]]
             changed = "f.params[" + "], f.params[".join(map(str, changed)) + "] changed"
         raise ValueError(f"f.params changed after the forward solve ({changed}): this pullback can only "
                          "differentiate the solve at the parameters it was computed with. Call the pullback "
@@ -153,7 +154,8 @@ def check_options(gradient="adjoint", **options):
     Models that keep solver options for later (:class:`~neuralode.models.ODENet`,
     :class:`~neuralode.latent.LatentODE`) call this when they are built, so that a mistake is named
     at once rather than at the first solve.  The rule (:data:`MODE_OPTIONS`): an option the mode
-    does not use must be left at its default; ``atol`` must be positive in the adjoint modes.
+    does not use must be left at its default (passing the default itself, as a loop over every mode
+    may, is accepted); ``atol`` must be positive in an adaptive solve of the adjoint modes.
 
     Args:
         gradient: the gradient mode.
@@ -297,6 +299,9 @@ def odeint_vjp(f, y0, t, *, gradient="adjoint", method="dopri5", rtol=1e-7, atol
                checkpoints=None):
     """Solve ``dy/dt = f(t, y)`` like ``odeint`` and return the solution with its pullback.
 
+    An option a gradient mode does not use must be left at its default (:data:`MODE_OPTIONS`); any
+    other value is refused, naming the option and the mode, rather than ignored.
+
     Args:
         f: dynamics following the protocol: ``f(t, y)``, ``f.params``, ``f.vjp(t, y, v)``.
         y0, t, method, rtol, atol, step_size, max_num_steps: as for :func:`~neuralode.odeint`; the
@@ -327,7 +332,6 @@ def odeint_vjp(f, y0, t, *, gradient="adjoint", method="dopri5", rtol=1e-7, atol
             ``"sqrt"`` keeps checkpoints only, as ``"checkpoint"`` does, and re-solves forward from
             them one segment at a time during the backward solve (which then also stops at every
             checkpoint, carrying its step across).
-        An option a mode does not use must be left at its default (:data:`MODE_OPTIONS`).
 
     Returns:
         ``(ys, pullback)``: the solution, shape ``(len(t), *y0.shape)``, and a :class:`Pullback`;
@@ -855,11 +859,14 @@ def _recompute_adaptive(problem, state, length):
 def _checkpointed_interpolated_backward(f, problem, ys, recorder, mode):
     """The interpolated adjoint whose ``z(t)`` comes from forward re-solves between checkpoints.
 
-    Chen et al. (2018, Section 2) propose recovering ``z(t)`` for the adjoint by solving forward again
-    from stored checkpoints rather than backward; SciMLSensitivity calls this the checkpointed
-    interpolating adjoint.  Each segment between two checkpoints is re-solved forward from the earlier
-    one, repeating exactly the steps of the forward solve (:func:`_recompute_adaptive`), and its dense
-    output serves the backward solve across that segment; then it is dropped.  Memory: the checkpoints
+    Chen et al. (2018, Section 6, "Reconstructing forward trajectories") propose recovering ``z(t)``
+    for the adjoint by storing intermediate states during the forward solve and integrating forward
+    again from them, rather than backward; SciMLSensitivity's
+    ``InterpolatingAdjoint(checkpointing=true)`` does the same between its saved time points
+    (``src/sensitivity_algorithms.jl``, "Checkpointing").  Each segment between two checkpoints is
+    re-solved forward from the earlier one, repeating exactly the steps of the forward solve
+    (:func:`_recompute_adaptive`), and its dense output serves the backward solve across that segment;
+    then it is dropped.  Memory: the checkpoints
     and one segment's steps, about ``sqrt(N)`` each with the default schedule, as for ``"checkpoint"``;
     accuracy: that of ``"interpolated"``, whose ``z(t)`` is the same dense output.
     """

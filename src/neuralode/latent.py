@@ -524,5 +524,6 @@ def _check_counts(n_obs, n_series, available):
             raise ValueError(f"n_obs must be one integer or {n_series} integers, one per series; got {n_obs!r:.60}")
         counts = counts.astype(int)
     if counts.min() < 1 or counts.max() > available:
-        raise ValueError(f"n_obs must be integers from 1 to the {available} times up to observe_until, got {n_obs!r:.60}")
+        raise ValueError(f"n_obs must be integers from 1 to the {available} times up to observe_until, "
+                         f"got {n_obs!r:.60}")
     return counts

@@ -72,7 +72,8 @@ def check_vjp_output(method, out, shape, params):
     if not (isinstance(out, tuple) and len(out) == 3):
         problem = "it must return a tuple (v . df/dy, [v . df/dtheta_i], v . df/dt)"
     elif np.shape(out[0]) != tuple(shape) or not _real_kind(out[0]):
-        problem = f"its first element has shape {np.shape(out[0])}; it must hold real numbers of y's shape {tuple(shape)}"
+        problem = (f"its first element has shape {np.shape(out[0])}; it must hold real numbers of y's shape "
+                   f"{tuple(shape)}")
     elif not isinstance(out[1], (list, tuple)) or len(out[1]) != len(params):
         got = len(out[1]) if isinstance(out[1], (list, tuple)) else type(out[1]).__name__
         problem = f"its second element must be a list of {len(params)} arrays, one per parameter array, got {got}"
