@@ -164,6 +164,9 @@ def dot_product_test(jvp, vjp, x_shape, y_shape, rng):
 def observed_order(step_sizes, errors):
     """The order ``p`` in ``error ~ C h^p``: the least-squares slope of ``log(error)`` against ``log(h)``.
 
+    ``step_sizes`` and ``errors`` are 1-D, of one length, positive (an error of exactly 0 has no
+    logarithm), with at least two different step sizes; anything else raises a ``ValueError``.
+
     Example:
         >>> h = np.array([0.1, 0.05, 0.025])
         >>> round(observed_order(h, 3.0 * h**2), 6)

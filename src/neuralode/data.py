@@ -31,7 +31,7 @@ def spiral(n_points=1000, t_max=25.0, *, y0=(2.0, 0.0), noise=0.0, rng=None, rto
         t_max: the end time.
         y0: the initial state.
         noise: the standard deviation of Gaussian noise added to every observation (``0`` for none).
-        rng: the random generator for the noise (needed only if ``noise > 0``).
+        rng: the ``numpy.random.Generator`` for the noise (needed only if ``noise > 0``).
         rtol, atol: the tolerances of the reference solve (``dopri5``).
 
     Returns:
@@ -79,7 +79,7 @@ def trajectory_windows(t, ys, batch_size, window, rng):
         ys: the observations, shape ``(N, *state)``.
         batch_size: the number of windows (at most ``N - window + 1``).
         window: the number of observations per window (at least 2).
-        rng: the random generator that picks the start indices.
+        rng: the ``numpy.random.Generator`` that picks the start indices (a seed is refused).
 
     Returns:
         A :class:`Windows` ``(y0, t, ys, starts)``.
@@ -118,7 +118,8 @@ def two_moons(n, noise=0.1, rng=None):
     """Two interleaving half circles, as scikit-learn's ``make_moons``, with angles drawn at random.
 
     Class 0 lies on ``(cos a, sin a)``, class 1 on ``(1 - cos a, 0.5 - sin a)``, ``a`` uniform in
-    ``[0, pi]``, both with Gaussian noise of standard deviation ``noise``.
+    ``[0, pi]``, both with Gaussian noise of standard deviation ``noise``.  ``rng`` is a
+    ``numpy.random.Generator`` (``None``: ``np.random.default_rng(0)``; a seed is refused).
 
     Returns:
         ``(x, labels)``: points of shape ``(n, 2)`` and integer labels of shape ``(n,)``, shuffled.
@@ -162,7 +163,7 @@ def concentric_spheres(n, dim=2, noise=0.0, rng=None, radii=(0.5, 1.0, 1.5)):
         n: the number of points, split evenly between the classes.
         dim: the dimension of the space.
         noise: the standard deviation of Gaussian noise added to the points.
-        rng: the random generator.
+        rng: a ``numpy.random.Generator`` (``None``: ``np.random.default_rng(0)``; a seed is refused).
         radii: ``(r1, r2, r3)`` with ``0 < r1 < r2 < r3``.
 
     Returns:

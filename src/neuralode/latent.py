@@ -341,6 +341,9 @@ class LatentODE(_SequenceVAE):
         obs_std: the fixed standard deviation of the Gaussian observation model.
         encoder: ``"rnn"`` or ``"odernn"``.
 
+    The solver options are checked when the model is built
+    (:func:`~neuralode.gradients.check_options`), so a mistake there is named at once.
+
     Example:
         >>> model = LatentODE(2, 3, hidden=8, method="rk4")
         >>> t = np.linspace(0.0, 1.0, 5); x = np.zeros((4, 5, 2)); m = np.ones_like(x)
