@@ -529,7 +529,8 @@ class _Interpolant:
 
     Adaptive methods use their own dense output (the one that produced ``ys``); fixed-step methods,
     which have none, use cubic Hermite interpolation between the step's ends with the slopes ``k_1``
-    at both ends (the next step's ``k_1`` is the slope at this step's end).
+    at both ends (the next step's ``k_1`` is the slope at this step's end; after the last step
+    ``f`` is evaluated once, which ``nfe`` reports).
     """
 
     def __init__(self, f, problem, steps):

@@ -360,6 +360,8 @@ class _StepControl:
     It keeps the tolerances as arrays shaped like the state (for small states NumPy is faster at
     array-by-array than at array-by-scalar arithmetic) and the error scale of the current state
     (:func:`~neuralode.stepsize.error_scale`), so that each attempt computes only the new state's.
+    The error ratio and the first step use ``problem.norm`` (the RMS norm unless the problem names
+    another).
     """
 
     def __init__(self, problem, sol):
