@@ -47,11 +47,13 @@ PYTEST_WORKERS ?= auto
 PARALLEL = -p xdist -n $(PYTEST_WORKERS)
 TEST_STAGES := test-engine test-notebooks test-pairing test-build test-browser
 
-.PHONY: help venv chromium book test $(TEST_STAGES) serve lab notebooks bench clean
+.PHONY: help venv chromium book translations test $(TEST_STAGES) serve lab notebooks bench clean
 
 help:
 	@echo 'make venv       create .venv and install requirements.txt (the engine in editable mode)'
-	@echo 'make book       build the HTML book into $(HTML) from the outputs stored in notebooks/'
+	@echo 'make book       build the English and Korean editions into $(HTML) and $(HTML)/ko from the'
+	@echo '                outputs stored in notebooks/ (executes nothing)'
+	@echo 'make translations  update the Korean catalogues locale/ko/LC_MESSAGES/ from the English text'
 	@echo 'make test       engine tests, nbval, pairing, strict book build, browser checks'
 	@echo '                (stages on their own: $(TEST_STAGES))'
 	@echo 'make serve      serve $(HTML) on http://$(HOST):$(PORT)/ (offline)'
@@ -95,7 +97,16 @@ chromium:
 # notebook ran (or stops, naming the chapter and the command to run) and fills MyST-NB's cache.
 book: venv
 	$(BIN)/python tools/stored_outputs.py seed
-	$(BIN)/jupyter-book build .
+	$(BIN)/python tools/build_book.py
+
+# The Korean edition's catalogues: every message of the English sources is extracted (.pot files in
+# _build/gettext), and sphinx-intl updates locale/ko/LC_MESSAGES/book/*.po from them: a new message
+# is added untranslated, a changed one is marked fuzzy, and both show in English until translated.
+translations: venv
+	$(BIN)/python tools/stored_outputs.py seed
+	rm -rf _build/gettext
+	$(BIN)/python tools/build_book.py --gettext
+	$(BIN)/sphinx-intl update -p _build/gettext -l ko -d locale -w 100
 
 serve:
 	@test -f $(HTML)/index.html || { echo 'No book in $(HTML): run "make book" first.'; exit 1; }
@@ -171,13 +182,13 @@ test-notebooks: venv
 test-pairing: venv
 	$(BIN)/pytest -ra tests -m notebooks
 
-# The book builds with every warning an error, broken references included, from the outputs that
-# test-notebooks has just reproduced (nothing is executed again). It starts from an empty output
+# Both editions build with every warning an error, broken references included (-W -n --keep-going),
+# from the outputs that test-notebooks has just reproduced (nothing is executed again). It starts from an empty output
 # folder, so no page of a removed or renamed chapter survives into the browser test.
 test-build: venv
 	rm -rf $(HTML)
 	$(BIN)/python tools/stored_outputs.py seed
-	$(BIN)/jupyter-book build . -W -n --keep-going --all
+	$(BIN)/python tools/build_book.py --strict
 
 # Every built page in headless Chromium: offline, math typeset, images and links sound.
 test-browser: venv chromium
