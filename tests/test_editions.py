@@ -55,3 +55,13 @@ def test_read_catalogue_states(tmp_path):
 def test_glue_in_a_translation_names_its_page(text, target):
     # The role splits its text at the last colon, so the format must be spelled out after the page.
     assert book_editions.glue_target_in_translation(text, "03_euler_method.md") == target
+
+
+@pytest.mark.parametrize("markdown, kind, text", [
+    ("$2.4 \\times 10^{-5}$", "math", "2.4 \\times 10^{-5}"), (" $h$ ", "math", "h"),
+    ("7.3 times", "Text", "7.3 times"), ("$a$ and $b$", "Text", "$a$ and $b$"),
+])
+def test_glued_markdown_in_a_translation(markdown, kind, text):
+    """A value glued as Markdown becomes a formula in a translated sentence, or stays plain text."""
+    (node,) = book_editions.markdown_nodes(markdown)
+    assert type(node).__name__ == kind and node.astext() == text

@@ -13,8 +13,9 @@ English). This extension adds what Sphinx does not do by itself:
 * search in Korean: Sphinx 7.4 has no Korean search language, so words keep their particles
   ("오차를") and a query for "오차" finds nothing. :class:`SearchKorean` strips common particles and
   endings from indexed words and, with the same rules in JavaScript, from query words.
-* glued numbers in translated sentences: ``{glue:text}`key` `` in a translation reads the page's
-  glue data (MyST-NB alone finds it only in the English text it parses with the notebook).
+* glued numbers in translated sentences: ``{glue:text}`key` `` and ``{glue:md}`key` `` in a
+  translation read the page's glue data (MyST-NB alone finds it only in the English text it parses
+  with the notebook).
 
 Configuration (``_config.yml``, ``sphinx: config:``): ``language`` (set per edition by
 ``tools/build_book.py``), ``locale_dirs``, ``gettext_compact: false``, and
@@ -202,12 +203,57 @@ def _paste_text_in_translations():
 
     class PasteTextTranslated(PasteTextRole):
         def run(self):
-            if self.document.current_source.endswith("<translated>"):
+            if _translated(self.document):
                 env = self.document.settings.env
                 self.text = glue_target_in_translation(self.text, Path(env.doc2path(env.docname)).name)
             return super().run()
 
     return PasteTextTranslated()
+
+
+def _translated(document):
+    return document.current_source.endswith("<translated>")
+
+
+def saved_glue(env, key):
+    """The glued output ``key`` of the page being read, from the file MyST-NB wrote when it parsed it."""
+    path = Path(env.mystnb_config.output_folder, f"{env.docname}.glue.json")
+    data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    return data.get(key)
+
+
+def markdown_nodes(markdown):
+    """Nodes for a glued Markdown value: a formula ``$...$`` becomes math, anything else plain text."""
+    formula = re.fullmatch(r"\s*\$([^$]+)\$\s*", markdown)
+    if formula:
+        return [nodes.math(formula.group(0).strip(), formula.group(1))]
+    return [nodes.Text(markdown)]
+
+
+def _paste_markdown_in_translations():
+    """MyST-NB's ``{glue:md}`` role, which in a translated message reads the page's saved glue data.
+
+    The role renders its value with the notebook's renderer, which exists only while MyST-NB parses
+    the English page; in a translated message the value (a formula or a short text, as the chapters
+    glue them) is read from the saved glue data and turned into nodes here."""
+    from myst_nb.ext.glue.roles import PasteMarkdownRole
+    from myst_nb.ext.glue.utils import glue_warning
+
+    class PasteMarkdownTranslated(PasteMarkdownRole):
+        def run(self):
+            if not _translated(self.document):
+                return super().run()
+            key = self.text.rsplit(":", 1)[0] if ":" in self.text else self.text
+            output = saved_glue(self.document.settings.env, key)
+            markdown = (output or {}).get("data", {}).get("text/markdown")
+            if markdown is None:
+                return [], [glue_warning(f"No text/markdown found in {key!r} data", self.document, self.line)]
+            _nodes = markdown_nodes("".join(markdown) if isinstance(markdown, list) else markdown)
+            for node in _nodes:
+                self.set_source_info(node) if isinstance(node, nodes.Element) else None
+            return _nodes, []
+
+    return PasteMarkdownTranslated()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -251,6 +297,7 @@ def add_edition_links(app, pagename, templatename, context, doctree):
 def setup(app):
     app.setup_extension("myst_nb")
     app.add_role_to_domain("glue", "text", _paste_text_in_translations(), override=True)
+    app.add_role_to_domain("glue", "md", _paste_markdown_in_translations(), override=True)
     app.add_config_value("edition_complete_pages", [], "env")
     app.add_search_language(SearchKorean)
     app.connect("doctree-read", record_translation)
