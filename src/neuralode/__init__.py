@@ -9,7 +9,10 @@ open and check.  The public surface:
   ``f.params``, ``f.vjp``); :mod:`neuralode.models` the models built on a solve (ResNet, ODE-Net);
 * :mod:`neuralode.params` flattens a model's parameters into one vector and back;
 * :mod:`neuralode.data` makes toy data sets; :mod:`neuralode.train` holds losses and the loop ``fit``;
-* :mod:`neuralode.checks` holds finite differences, the dot-product test and observed orders.
+* :mod:`neuralode.checks` holds finite differences, the dot-product test and observed orders;
+* :mod:`neuralode.physics` holds known models (Lotka-Volterra) and the hybrid of a known field and a
+  learned one; :mod:`neuralode.shooting` fits a trajectory by multiple shooting; :mod:`neuralode.sparse`
+  reads a formula back from samples by sparse regression (SINDy).
 """
 
 from . import checks, nn, optim, params, stepsize, tableaux
@@ -17,10 +20,10 @@ from .errors import IntegrationError, NonFiniteError, StepSizeUnderflowError, To
 from .gradients import odeint_vjp
 from .solver import ODESolution, integrate, odeint
 from .tableaux import TABLEAUX, ButcherTableau
-from . import cnf, data, latent, models, regularise, train
+from . import cnf, data, latent, models, physics, regularise, shooting, sparse, train
 
 __all__ = [
     "ButcherTableau", "IntegrationError", "NonFiniteError", "ODESolution", "StepSizeUnderflowError",
     "TABLEAUX", "TooManyStepsError", "checks", "integrate", "nn", "odeint", "odeint_vjp", "optim", "stepsize", "tableaux",
 ]
-__all__ += ["cnf", "data", "models", "params", "train"]
+__all__ += ["cnf", "data", "models", "params", "physics", "shooting", "sparse", "train"]
