@@ -446,9 +446,11 @@ LBFGS_CASES = [
      r"bounds\[0\] must be a pair"),
     (lambda: optim.minimize_lbfgs(lambda: (0.0, [np.ones(3)]), [np.ones(2)]), ValueError, "gradient 0 has shape"),
     (lambda: optim.minimize_lbfgs(lambda: (0.0, [np.array([np.nan, 0.0])]), [np.ones(2)]), ValueError,
-     "NaN or infinity"),
+     "non-finite loss or gradient at the starting point"),
     (lambda: optim.minimize_lbfgs(lambda: (np.nan, [np.ones(2)]), [np.ones(2)]), ValueError,
-     "loss_and_grads returned a non-finite loss"),
+     "loss_and_grads returned a non-finite loss or gradient at the starting point"),
+    (lambda: optim.minimize_lbfgs(lambda: ne.odeint(lambda t, y: y**2, np.ones(1), [0.0, 2.0]), [np.ones(2)]),
+     ne.IntegrationError, "integration failed at t"),
 ]
 
 

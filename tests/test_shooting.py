@@ -32,8 +32,8 @@ def test_segment_bounds(n_times, data):
     assert b[0] == 0 and b[-1] == n_times - 1 and len(b) == k + 1 and np.all(np.diff(b) >= 1)
 
 
-@settings(deadline=None, max_examples=25)
-@given(st.integers(6, 12), st.integers(1, 4), st.floats(0.1, 10.0), st.integers(0, 2**32 - 1))
+@settings(deadline=None, max_examples=15)
+@given(st.integers(5, 9), st.integers(1, 4), st.floats(0.1, 10.0), st.integers(0, 2**32 - 1))
 def test_gradient_against_finite_differences(n, k, weight, seed):
     """rk4 with a fixed step makes the loss a fixed computation, and backprop its exact gradient."""
     rng = np.random.default_rng(seed)
@@ -84,7 +84,7 @@ def test_multiple_shooting_escapes_the_minimum_single_shooting_falls_into():
     """Three cycles of data, all rates started at 0.6 of the truth (a clock 40% slow): single shooting
     stops at a loss far above the noise, multiple shooting finds the true rates."""
     t, d = series(36, 18.0, 3)
-    solver = dict(rtol=1e-5, atol=1e-7)
+    solver = dict(gradient="backprop", rtol=1e-6, atol=1e-8)
 
     log_theta, z0 = np.log(0.6 * TRUE), d[0].copy()
 
@@ -149,3 +149,17 @@ def test_lbfgs_steps_back_from_a_failed_solve():
     result = minimize_lbfgs(loss_and_grads, [x], max_iter=50)
     assert failures, "a trial point beyond t = 1 was tried"
     assert abs(x[0] - 0.9) < 1e-4 and result.loss < 1e-8
+
+
+def test_lbfgs_steps_back_from_an_overflowing_trial_point_without_warning():
+    """A gradient that turns NaN beyond x = 1 (as backprop through a blown-up trajectory does)."""
+    x, overflowed = np.array([0.1]), []
+
+    def loss_and_grads():
+        grad = 2.0 * (x - 0.9) + 0.0 * np.sqrt(1.0 - x)      # sqrt of a negative number: nan beyond x = 1
+        overflowed.append(not np.all(np.isfinite(grad)))
+        return float((x[0] - 0.9) ** 2), [grad]
+
+    with np.errstate(invalid="raise", over="raise"):       # nothing may escape as a warning or an error
+        result = minimize_lbfgs(loss_and_grads, [x], max_iter=50)
+    assert any(overflowed) and abs(x[0] - 0.9) < 1e-4 and result.loss < 1e-8

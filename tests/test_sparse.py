@@ -114,3 +114,20 @@ def test_threshold_zero_is_least_squares_and_one_column_stays_one_column():
     found = stlsq(Theta, Y, threshold=0.0)
     assert found.shape == (4,)
     assert np.allclose(found, np.linalg.lstsq(Theta, Y, rcond=None)[0], rtol=1e-12, atol=1e-14)
+
+
+@PROPERTY
+@given(sparse_systems(), st.floats(0.01, 0.5), st.integers(0, 2**32 - 1))
+def test_stlsq_returns_the_least_squares_fit_on_its_own_support(system, noise, seed):
+    """On noisy data the answer is a fixed point of the iteration: every kept coefficient is at least the
+    threshold, and the kept ones are exactly the least-squares fit of their column on those terms."""
+    lib, Xi, X = system
+    Theta = lib(X)
+    Y = Theta @ Xi + noise * np.random.default_rng(seed).standard_normal((len(X), Xi.shape[1]))
+    found = stlsq(Theta, Y, threshold=0.3, max_iter=50)
+    for j in range(Y.shape[1]):
+        keep = found[:, j] != 0
+        assert np.all(np.abs(found[keep, j]) >= 0.3)
+        if keep.any():
+            refit = np.linalg.lstsq(Theta[:, keep], Y[:, j], rcond=None)[0]
+            assert np.allclose(found[keep, j], refit, rtol=1e-10, atol=1e-12)

@@ -80,7 +80,7 @@ def _check_betas(betas):
     return b1, b2
 
 
-def _check(params, grads):
+def _check(params, grads, finite=True):
     if isinstance(grads, np.ndarray) or not hasattr(grads, "__len__"):
         raise TypeError(f"grads must be a list of arrays, one per parameter, got {type(grads).__name__}")
     if len(grads) != len(params):
@@ -88,7 +88,7 @@ def _check(params, grads):
     for i, (p, g) in enumerate(zip(params, grads)):
         if np.shape(g) != p.shape:
             raise ValueError(f"gradient {i} has shape {np.shape(g)}, its parameter {p.shape}")
-        if not np.all(np.isfinite(g)):
+        if finite and not np.all(np.isfinite(g)):
             raise ValueError(f"gradient {i} contains NaN or infinity; lower the learning rate or check the loss")
 
 
@@ -114,9 +114,10 @@ def minimize_lbfgs(loss_and_grads, params, *, max_iter=100, bounds=None, report_
     L-BFGS (Liu & Nocedal 1989; L-BFGS-B: Byrd, Lu, Nocedal & Zhu 1995) builds a picture of the loss's
     curvature from the last few gradients and takes a line search along the resulting direction.  On a
     small smooth problem (a few rates, a small network) it needs far fewer evaluations than Adam, and it
-    wants the gradient of exactly the loss it evaluates.  A solve that fails at a trial point
-    (:class:`~neuralode.IntegrationError`) counts as the loss :data:`FAILED_SOLVE_LOSS` with a zero
-    gradient, so the line search steps back (an infinite loss would stop SciPy's line search).
+    wants the gradient of exactly the loss it evaluates.  A trial point whose solve fails
+    (:class:`~neuralode.IntegrationError`) or whose loss or gradient overflows counts as the loss
+    :data:`FAILED_SOLVE_LOSS` with a zero gradient, so the line search steps back (an infinite loss would
+    stop SciPy's line search); at the starting point the same failures are raised.
 
     Args:
         loss_and_grads: a function of no arguments returning ``(loss, grads)`` at the current values of
@@ -146,19 +147,7 @@ def minimize_lbfgs(loss_and_grads, params, *, max_iter=100, bounds=None, report_
         raise TypeError(f"loss_and_grads must be a function of no arguments, got {type(loss_and_grads).__name__}")
     box = _lbfgs_bounds(bounds, params)
     losses, stream = [], sys.stdout if stream is None else stream
-
-    def fun(w):
-        for p, q in zip(params, unravel_params(w, params)):
-            p[...] = q
-        try:
-            loss, grads = loss_and_grads()
-        except IntegrationError:
-            return FAILED_SOLVE_LOSS, np.zeros_like(w)
-        loss = float(loss)
-        if not np.isfinite(loss):
-            raise ValueError(f"loss_and_grads returned a non-finite loss ({loss}); check the model and the data")
-        _check(params, grads)
-        return loss, ravel_params(grads)
+    fun = _trial_loss(loss_and_grads, params)
 
     def callback(intermediate_result):
         losses.append(float(intermediate_result.fun))
@@ -170,6 +159,39 @@ def minimize_lbfgs(loss_and_grads, params, *, max_iter=100, bounds=None, report_
     for p, q in zip(params, unravel_params(result.x, params)):
         p[...] = q
     return LBFGSResult(float(result.fun), int(result.nit), int(result.nfev), str(result.message), losses)
+
+
+def _trial_loss(loss_and_grads, params):
+    """The function SciPy minimises: ``w -> (loss, flat gradient)``, with ``w`` written into ``params``.
+
+    The starting point must evaluate: a failed solve or a non-finite loss or gradient there is raised.
+    At later trial points they count as :data:`FAILED_SOLVE_LOSS`, a point the line search must avoid;
+    overflow warnings are silenced because the result is checked instead.
+    """
+    calls = []
+
+    def fun(w):
+        for p, q in zip(params, unravel_params(w, params)):
+            p[...] = q
+        first = not calls
+        calls.append(1)
+        try:
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                loss, grads = loss_and_grads()
+        except IntegrationError:
+            if first:
+                raise
+            return FAILED_SOLVE_LOSS, np.zeros_like(w)
+        _check(params, grads, finite=False)
+        loss, flat = float(loss), ravel_params(grads)
+        if np.isfinite(loss) and np.all(np.isfinite(flat)):
+            return loss, flat
+        if first:
+            raise ValueError(f"loss_and_grads returned a non-finite loss or gradient at the starting point "
+                             f"(loss {loss}); check the model and the data")
+        return FAILED_SOLVE_LOSS, np.zeros_like(w)
+
+    return fun
 
 
 def _lbfgs_bounds(bounds, params):
