@@ -278,6 +278,130 @@ def test_check_number(value, error):
         check_number("x", value)
 
 
+class Fall:
+    """A ball in free fall under the dynamics protocol (parameter: gravity)."""
+
+    params = [np.array([9.81])]
+
+    def __call__(self, t, z):
+        return np.array([z[1], -self.params[0][0]])
+
+    def vjp(self, t, z, v):
+        return np.array([0.0, v[0]]), [np.array([-v[1]])], 0.0
+
+
+class EventWithVJP:
+    """An event function ``g = z[0] - c`` whose vjp returns what ``kind`` says."""
+
+    def __init__(self, kind="good"):
+        self.params, self.kind = [np.array([0.5])], kind
+
+    def __call__(self, t, z):
+        return z[0] - self.params[0][0]
+
+    def vjp(self, t, z, v):
+        good = (np.array([v, 0.0]), [np.array([-v])], 0.0)
+        return {"good": good, "pair": good[:2], "shape": (np.array([v]), good[1], 0.0),
+                "params": (good[0], [], 0.0), "param_shape": (good[0], [np.array([[-v]])], 0.0),
+                "t": (good[0], good[1], np.zeros(2)), "nan": (np.array([np.nan, 0.0]), good[1], 0.0)}[self.kind]
+
+
+class ParamsWithoutVJP:
+    params = [np.array([0.5])]
+
+    def __call__(self, t, z):
+        return z[0]
+
+
+Z0 = np.array([1.0, 2.0])
+
+EVENT_CASES = [
+    (dict(event_fn=None), ValueError, "event_fn must be callable"),
+    (dict(event_fn=lambda t, z: z), ValueError, r"event_fn\(t, y\) returned float64 of shape \(2,\)"),
+    (dict(event_fn=lambda t, z: z[:1]), ValueError, "it must return one real number"),
+    (dict(event_fn=lambda t, z: z[0] > 0), ValueError, "returned a boolean"),
+    (dict(event_fn=lambda t, z: "x"), ValueError, "event_fn"),
+    (dict(event_fn=lambda t, z: None), ValueError, "event_fn"),
+    (dict(event_fn=lambda t, z: np.nan), ne.NonFiniteError, r"event_fn\(t, y\) returned nan"),
+    (dict(event_fn=lambda t, z: z[0] if t < 0.5 else np.inf), ne.NonFiniteError, "returned inf"),
+    (dict(event_fn=lambda t, z: z[0] if t < 0.5 else z), ValueError, r"returned float64 of shape \(2,\) at t ="),
+    (dict(direction=2), ValueError, "direction must be -1"),
+    (dict(direction=True), ValueError, "direction must be -1"),
+    (dict(direction="up"), ValueError, "direction must be -1"),
+    (dict(t0=np.nan), ValueError, "t0 must be finite"),
+    (dict(t0="0"), TypeError, "t0 must be a real number"),
+    (dict(t0=1e301), ValueError, "too large for a search without t_max"),
+    (dict(t_max=0.0), ValueError, "t_max must be later than t0"),
+    (dict(t_max=-1.0), ValueError, "t_max must be later than t0"),
+    (dict(t_max=np.inf), ValueError, "t_max must be finite"),
+    (dict(method="rk4"), ValueError, "'rk4' takes fixed steps: give step_size"),
+    (dict(method="rk9"), ValueError, "unknown method"),
+    (dict(rtol=-1.0), ValueError, "rtol must be finite and positive"),
+    (dict(y0=[np.nan, 1.0]), ValueError, "y0 must contain only finite"),
+    (dict(func=lambda t, z: z[:1]), ValueError, r"func\(t, y\) returned"),
+    (dict(func=lambda t, z: z * 1e300, event_fn=lambda t, z: z[0] - 1e305), ne.IntegrationError,
+     "integration failed at t ="),
+    (dict(event_fn=lambda t, z: z[0] + 100.0, t_max=3.0), ne.EventNotFoundError, "did not cross zero before t_max = 3"),
+    (dict(event_fn=lambda t, z: 1.0 + z[0] ** 2, max_num_steps=50), ne.EventNotFoundError,
+     "did not cross zero within max_num_steps"),
+    (dict(event_fn=lambda t, z: 1.0 + z[0] ** 2, method="euler", step_size=1e-3, max_num_steps=50),
+     ne.EventNotFoundError, "did not cross zero within max_num_steps"),
+]
+
+
+@pytest.mark.parametrize("changes, error, phrase", EVENT_CASES)
+def test_odeint_event_refuses(changes, error, phrase):
+    args = {"func": Fall(), "y0": Z0, "t0": 0.0, "event_fn": lambda t, z: z[0], **changes}
+    with pytest.raises(error, match=phrase):
+        ne.odeint_event(args.pop("func"), args.pop("y0"), args.pop("t0"), **args)
+
+
+EVENT_VJP_CASES = [
+    (dict(func=lambda t, z: -z), ValueError, "f must follow the dynamics protocol"),
+    (dict(event_fn=ParamsWithoutVJP()), ValueError, "event_fn has params but no method vjp"),
+    (dict(event_fn=EventWithVJP("pair")), ValueError, r"event_fn.vjp\(t, y, v\) does not follow the protocol: it must"),
+    (dict(event_fn=EventWithVJP("shape")), ValueError, r"its first element has shape \(1,\)"),
+    (dict(event_fn=EventWithVJP("params")), ValueError, "its second element must be a list of 1 arrays"),
+    (dict(event_fn=EventWithVJP("param_shape")), ValueError, "its parameter cotangents have shapes"),
+    (dict(event_fn=EventWithVJP("t")), ValueError, r"its third element \(v \* dg/dt\) has shape \(2,\)"),
+    (dict(event_fn=EventWithVJP("nan")), ValueError, "it returned a non-finite value"),
+    (dict(gradient="exact"), ValueError, "gradient must be one of"),
+    (dict(gradient=None), ValueError, "gradient must be one of"),
+    (dict(checkpoints_per_step=3), TypeError, r"unknown options \['checkpoints_per_step'\]"),
+    (dict(norm="max"), ValueError, "norm must be one of"),
+    (dict(direction=-2), ValueError, "direction must be -1"),
+]
+
+
+@pytest.mark.parametrize("changes, error, phrase", EVENT_VJP_CASES)
+def test_odeint_event_vjp_refuses(changes, error, phrase):
+    args = {"func": Fall(), "y0": Z0, "t0": 0.0, "event_fn": EventWithVJP(), **changes}
+    with pytest.raises(error, match=phrase):
+        ne.odeint_event_vjp(args.pop("func"), args.pop("y0"), args.pop("t0"), **args)
+
+
+@pytest.mark.parametrize("t_bar, y_bar, error, phrase", [
+    (np.nan, np.zeros(2), ValueError, "t_bar must be finite"),
+    ("1", np.zeros(2), TypeError, "t_bar must be a real number"),
+    (np.ones(1), np.zeros(2), TypeError, "t_bar must be a real number"),
+    (1.0, np.zeros(3), ValueError, r"y_bar must have the shape of y_event, \(2,\)"),
+    (1.0, np.zeros((1, 2)), ValueError, r"y_bar must have the shape of y_event"),
+    (1.0, np.array([np.inf, 0.0]), ValueError, "y_bar must contain only finite"),
+])
+def test_event_pullback_refuses(t_bar, y_bar, error, phrase):
+    _, pullback = ne.odeint_event_vjp(Fall(), Z0, 0.0, event_fn=lambda t, z: z[0])
+    with pytest.raises(error, match=phrase):
+        pullback(t_bar, y_bar)
+
+
+def test_event_pullback_refuses_a_grazing_event():
+    apex_time = 2.0 / 9.81
+    level = 1.0 + 2.0**2 / (2 * 9.81) * (1 - 1e-13)
+    _, pullback = ne.odeint_event_vjp(Fall(), Z0, 0.0, event_fn=lambda t, z: z[0] - level, t_max=apex_time)
+    with pytest.raises(ne.GrazingEventError, match="is grazing: event_fn crosses zero at the rate"):
+        pullback(1.0, np.zeros(2))
+
+
 # --------------------------------------------------------------------------------------------------
 # Known physics, hybrids, multiple shooting, sparse regression, L-BFGS
 

@@ -14,10 +14,12 @@ class IntegrationError(RuntimeError):
         reason: a short description of what went wrong.
     """
 
+    headline = "integration failed at"
+
     def __init__(self, t, reason, advice=""):
         self.t = float(t)
         self.reason = reason
-        message = f"integration failed at t = {self.t:.6g}: {reason}"
+        message = f"{self.headline} t = {self.t:.6g}: {reason}"
         if advice:
             message += f". {advice}"
         super().__init__(message)
@@ -33,6 +35,39 @@ class StepSizeUnderflowError(IntegrationError):
 
 class TooManyStepsError(IntegrationError):
     """More than ``max_num_steps`` solver steps were needed."""
+
+
+class EventNotFoundError(IntegrationError):
+    """An event search ended without the event function crossing zero (in the direction asked for).
+
+    The search ends at ``t_max``, or after ``max_num_steps`` steps; ``t`` is where it stopped.
+    """
+
+    headline = "no event found by"
+
+
+class GrazingEventError(RuntimeError):
+    """An event whose time has no usable derivative: the trajectory meets the surface almost tangentially.
+
+    Raised by the pullback of :func:`~neuralode.events.odeint_event_vjp` when the crossing is so
+    shallow that an error of the size of the solver's tolerances could remove it (the ratio of the
+    two is ``ratio``), so that the derivative of the event time, which divides by the rate ``slope``
+    at which the event function crosses zero, is not to be trusted.
+
+    Attributes:
+        t: the event time.
+        ratio: the uncertainty of the event function from the tolerances, over the crossing's depth.
+        slope: ``d g(t, z(t)) / dt`` at the event.
+    """
+
+    def __init__(self, t, ratio, slope):
+        self.t, self.ratio, self.slope = float(t), float(ratio), float(slope)
+        super().__init__(
+            f"the event at t = {self.t:.6g} is grazing: event_fn crosses zero at the rate dg/dt = {self.slope:.3g}, "
+            f"so shallowly that an error within rtol/atol could remove the crossing (the event function's "
+            f"uncertainty is {self.ratio:.3g} times the crossing's depth), and the derivative of the event time, "
+            "which divides by that rate, is meaningless here. Move the event surface so that the trajectory "
+            "crosses it, or tighten rtol and atol")
 
 
 def check_int(name, value, minimum=1):
