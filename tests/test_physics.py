@@ -210,3 +210,10 @@ def test_gradient_through_a_solve_of_a_hybrid():
     ys, pullback = ne.odeint_vjp(f, y0, t, gradient="adjoint", rtol=1e-10, atol=1e-12)
     adjoint_bar = pullback(2.0 * (ys - target))[1]
     assert checks.relative_error(ne.params.ravel_params(adjoint_bar), ne.params.ravel_params(params_bar)) < 1e-4
+
+
+def test_the_invariant_with_one_row_of_rates_per_state():
+    f = LotkaVolterra([1.0, 1.3], [0.5, 0.9], [1.5, 1.8], [0.75, 0.8])
+    z = np.array([[1.0, 2.0], [0.5, 3.0]])
+    rows = [LotkaVolterra(*f.theta[i]).invariant(z[i]) for i in range(2)]
+    assert np.allclose(f.invariant(z), rows, rtol=1e-15, atol=0)

@@ -3,6 +3,8 @@
 * :class:`LotkaVolterra`: the predator-prey equations with their four parameters, forward beside its
   hand-written VJP and JVP, on row batches like the MLP;
 * :class:`Fixed`: a field whose parameters are known and held, not fitted (its ``params`` is empty);
+* :class:`PerCapita`: ``f = y * g``, a field given by per-capita rates ``g`` (an MLP, say), as population
+  models are: a species that is absent stays absent;
 * :class:`Hybrid`: ``f = known + learned``, a universal differential equation (Rackauckas et al. 2020):
   the physics one trusts written out, the term one does not know left to a network.  Its ``params`` are
   the known part's followed by the learned part's, and its VJP and JVP are composed from theirs.
@@ -20,7 +22,6 @@ References:
 import numpy as np
 
 from .errors import check_number
-
 
 _SIGNS_LINEAR = np.array([1.0, -1.0])
 _SIGNS_INTERACTION = np.array([-1.0, 1.0])
@@ -173,7 +174,7 @@ class LotkaVolterra:
         z = _rows("y", y, 2)
         if np.any(z <= 0):
             raise ValueError("the invariant needs positive states (it takes log x and log y)")
-        alpha, beta, gamma, delta = self.theta
+        alpha, beta, gamma, delta = np.moveaxis(self.theta, -1, 0)
         x, p = z[..., 0], z[..., 1]
         return delta * x - gamma * np.log(x) + beta * p - alpha * np.log(p)
 
