@@ -132,25 +132,31 @@ class LotkaVolterra:
         ``v . df/dtheta = (v1 x, -v1 x y, -v2 y, v2 x y)``, summed over the batch when one ``theta`` serves
         every row, row by row when ``theta`` has one row per state.
         """
-        return self.value_and_vjp(t, y, v)[1]
+        _, _, z_bar, theta_bar = self._vjp(t, y, v)
+        return z_bar, theta_bar, 0.0
 
     def value_and_vjp(self, t, y, v):
         """``(f(t, y), f.vjp(t, y, v))`` from one evaluation of the rates (the adjoint asks for both)."""
+        z, per_rate, z_bar, theta_bar = self._vjp(t, y, v)
+        return z * per_rate, (z_bar, theta_bar, 0.0)
+
+    def _vjp(self, t, y, v):
+        """``(z, per-head rates, v . df/dz, [v . df/dtheta])``, the pieces both VJP methods need."""
         z, v = _rows("y", y, 2), np.asarray(v, dtype=float)
         if v.shape != z.shape:
             raise ValueError(f"v must have the shape of y, {z.shape}; got {v.shape}")
         linear, interaction = self._rates(z)
         swapped = z[..., ::-1]
         per_rate = linear + swapped * interaction
-        z_bar = v * per_rate + (v * z * interaction)[..., ::-1]
         vz = v * z
+        z_bar = v * per_rate + (vz * interaction)[..., ::-1]
         vzz = vz * swapped
         if self.theta.ndim == 1:
             vz, vzz = vz.reshape(-1, 2).sum(axis=0), vzz.reshape(-1, 2).sum(axis=0)
         theta_bar = np.empty(self.theta.shape)
         theta_bar[..., 0::2] = vz * _SIGNS_LINEAR
         theta_bar[..., 1::2] = vzz * _SIGNS_INTERACTION
-        return z * per_rate, (z_bar, [theta_bar], 0.0)
+        return z, per_rate, z_bar, [theta_bar]
 
     def jvp(self, t, y, u):
         """``df/dz . u``: the Jacobian applied to a tangent ``u`` of the state."""
@@ -216,22 +222,28 @@ def _checked_value(name, out, shape):
     return out
 
 
-def _checked_vjp(name, out, shape, params):
+def _param_shapes(part):
+    """The shapes of a part's parameter arrays, taken once: the arrays change in place, never in shape."""
+    return [p.shape for p in part.params]
+
+
+def _checked_vjp(name, out, shape, param_shapes):
     """A part's ``vjp(t, y, v)`` result, refused unless it has the protocol's structure and shapes."""
-    if (type(out) is tuple and len(out) == 3 and getattr(out[0], "shape", None) == shape
-            and isinstance(out[1], (list, tuple)) and len(out[1]) == len(params)
-            and all(getattr(g, "shape", None) == p.shape for g, p in zip(out[1], params))
-            and (type(out[2]) is float or np.ndim(out[2]) == 0)):
-        return out
+    try:
+        if (type(out) is tuple and len(out) == 3 and out[0].shape == shape
+                and [g.shape for g in out[1]] == param_shapes
+                and (type(out[2]) is float or np.ndim(out[2]) == 0)):
+            return out
+    except (AttributeError, TypeError):
+        pass
     if not (isinstance(out, tuple) and len(out) == 3):
         problem = "it must return a tuple (v . df/dy, [v . df/dtheta_i], v . df/dt)"
     elif np.shape(out[0]) != shape:
         problem = f"its first element has shape {np.shape(out[0])}, y has {shape}"
-    elif not isinstance(out[1], (list, tuple)) or len(out[1]) != len(params):
-        problem = f"its second element must be a list of {len(params)} arrays, one per parameter"
-    elif [np.shape(g) for g in out[1]] != [p.shape for p in params]:
-        problem = f"its parameter cotangents have shapes {[np.shape(g) for g in out[1]]}, " \
-                  f"the parameters {[p.shape for p in params]}"
+    elif not isinstance(out[1], (list, tuple)) or len(out[1]) != len(param_shapes):
+        problem = f"its second element must be a list of {len(param_shapes)} arrays, one per parameter"
+    elif [np.shape(g) for g in out[1]] != param_shapes:
+        problem = f"its parameter cotangents have shapes {[np.shape(g) for g in out[1]]}, the parameters {param_shapes}"
     else:
         problem = f"its third element (v . df/dt) has shape {np.shape(out[2])}; it must be a scalar"
     raise ValueError(f"the {name} part's vjp does not follow the dynamics protocol: {problem}")
@@ -302,6 +314,7 @@ class PerCapita:
 
     def __init__(self, rates):
         self.rates = _check_part("per-capita rates", rates)
+        self._shapes = _param_shapes(rates)
         dims = _state_dims(rates)
         if dims is not None and dims[0] != dims[1]:
             raise ValueError(f"the per-capita rates map {dims[0]}-dimensional states to {dims[1]} numbers; "
@@ -328,7 +341,7 @@ class PerCapita:
         both = getattr(self.rates, "value_and_vjp", None)
         g, out = both(t, y, w) if callable(both) else (self.rates(t, y), self.rates.vjp(t, y, w))
         g = _checked_value("per-capita rates", g, y.shape)
-        w_bar, params_bar, t_bar = _checked_vjp("per-capita rates", out, y.shape, self.rates.params)
+        w_bar, params_bar, t_bar = _checked_vjp("per-capita rates", out, y.shape, self._shapes)
         return y * g, (v * g + w_bar, params_bar, t_bar)
 
     def jvp(self, t, y, u):
@@ -366,6 +379,7 @@ class Hybrid:
 
     def __init__(self, known, learned):
         self.known, self.learned = _check_part("known", known), _check_part("learned", learned)
+        self._shapes = {"known": _param_shapes(known), "learned": _param_shapes(learned)}
         dims = {name: _state_dims(part) for name, part in (("known", known), ("learned", learned))}
         for name, d in dims.items():
             if d is not None and d[0] != d[1]:
@@ -386,14 +400,11 @@ class Hybrid:
         shape = np.shape(y)
         return _checked_value("known", self.known(t, y), shape) + _checked_value("learned", self.learned(t, y), shape)
 
-    def _part_vjps(self, t, y, v):
-        shape = np.shape(y)
-        return [_checked_vjp(name, part.vjp(t, y, v), shape, part.params)
-                for name, part in (("known", self.known), ("learned", self.learned))]
-
     def vjp(self, t, y, v):
         """The sum of the parts' input and time cotangents, and their parameter cotangents concatenated."""
-        (yk, pk, tk), (yl, pl, tl) = self._part_vjps(t, y, v)
+        shape = np.shape(y)
+        yk, pk, tk = _checked_vjp("known", self.known.vjp(t, y, v), shape, self._shapes["known"])
+        yl, pl, tl = _checked_vjp("learned", self.learned.vjp(t, y, v), shape, self._shapes["learned"])
         return yk + yl, list(pk) + list(pl), tk + tl
 
     def value_and_vjp(self, t, y, v):
@@ -403,7 +414,7 @@ class Hybrid:
             both = getattr(part, "value_and_vjp", None)
             value, out = both(t, y, v) if callable(both) else (part(t, y), part.vjp(t, y, v))
             values.append(_checked_value(name, value, shape))
-            vjps.append(_checked_vjp(name, out, shape, part.params))
+            vjps.append(_checked_vjp(name, out, shape, self._shapes[name]))
         (yk, pk, tk), (yl, pl, tl) = vjps
         return values[0] + values[1], (yk + yl, list(pk) + list(pl), tk + tl)
 
