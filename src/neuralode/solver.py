@@ -55,11 +55,12 @@ class ODESolution:
 class Problem:
     """A checked initial value problem, ready for one of the loops.
 
-    Two options serve the gradient routines: ``h0``, the size of the first step to try (instead of
-    selecting one; the adjoint carries its step across output times with it), and ``measured``, the
+    Three options serve the gradient routines: ``h0``, the size of the first step to try (instead of
+    selecting one; the adjoint carries its step across output times with it), ``measured``, the
     entries of the flat state the error control measures, as a slice or an index array (``None``:
     all of them; the adjoint's seminorm measures ``z`` and ``a`` and leaves the parameter cotangents
-    out).
+    out), and ``norm``, the norm of those scaled entries (``None``: the RMS norm; the adjoint's
+    ``norm="mixed"`` takes the largest of one RMS norm per block).
     """
 
     fun: object
@@ -76,6 +77,7 @@ class Problem:
     record_steps: bool = True
     h0: float = None
     measured: object = None
+    norm: object = None
 
     def __post_init__(self):
         self.zero = np.zeros(self.y0.size)
@@ -358,6 +360,8 @@ class _StepControl:
     It keeps the tolerances as arrays shaped like the state (for small states NumPy is faster at
     array-by-array than at array-by-scalar arithmetic) and the error scale of the current state
     (:func:`~neuralode.stepsize.error_scale`), so that each attempt computes only the new state's.
+    The error ratio and the first step use ``problem.norm`` (the RMS norm unless the problem names
+    another).
     """
 
     def __init__(self, problem, sol):
@@ -369,7 +373,7 @@ class _StepControl:
         self.rtol = np.full(count, problem.rtol) if np.ndim(problem.rtol) == 0 else np.ravel(problem.rtol)[m]
         self.atol = np.full(count, problem.atol) if np.ndim(problem.atol) == 0 else np.ravel(problem.atol)[m]
         self.attempts, self.nfe = 0, 1      # so far: f(t0, y0)
-        self.state = None
+        self.state, self.norm = None, problem.norm or rms_norm
 
     def accepted_steps(self, start=None):
         """Yield every accepted step as ``(t_n, t_n+1, h, YK, y_n+1)``, until ``t[-1]`` is reached.
@@ -382,7 +386,7 @@ class _StepControl:
         repeats exactly the steps it took (checkpointing recomputes steps this way).
         """
         fun, tab, direction, t_end, m = self.problem.fun, self.problem.tableau, self.direction, self.t_end, self.m
-        rtol, atol, zero, s, q = self.rtol, self.atol, self.problem.zero, tab.stages, tab.error_order
+        rtol, atol, zero, s, q, norm = self.rtol, self.atol, self.problem.zero, tab.stages, tab.error_order, self.norm
         if start is None:
             start = float(self.problem.t[0]), self.problem.y0, self.problem.f0, self._initial_step()
         tn, y, k0, h_abs = start
@@ -406,7 +410,7 @@ class _StepControl:
                 y_new, W = rk_step(fun, tn, h, tab, YK)
                 finite = math.isfinite(y_new.dot(zero))   # 0 * y is NaN exactly where y is inf or NaN
                 scale_new = error_scale(y_new[m], rtol, atol)  # the ratio is error_ratio(err, y, y_new, ...)
-                ratio = rms_norm(W[s + 1].dot(YK[:, m]) / np.maximum(scale, scale_new))
+                ratio = norm(W[s + 1].dot(YK[:, m]) / np.maximum(scale, scale_new))
                 if ratio <= 1.0 and finite:
                     break
                 h_abs, rejected = self._reject(tn, h, ratio, finite, min_step, YK), True
@@ -424,7 +428,7 @@ class _StepControl:
             return p.h0
         self.nfe += 1                       # the selection evaluates f once
         return select_initial_step(p.fun, p.t[0], p.y0, p.f0, self.direction, p.tableau.error_order,
-                                   self.rtol, self.atol, abs(p.t[-1] - p.t[0]), self.m)
+                                   self.rtol, self.atol, abs(p.t[-1] - p.t[0]), self.m, self.norm)
 
     def _first_stage(self, tn, y):
         """``k_1 = f(t_n, y_n)``, for a method whose last stage is not the next step's first."""
