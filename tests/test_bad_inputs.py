@@ -627,10 +627,11 @@ PHYSICS_CASES = [
      "the learned part on 3"),
     (lambda: physics.Hybrid(nn.MLP([2, 4, 3]), MLP2), ValueError, "the known part maps 2-dimensional states to 3"),
     (lambda: physics.Hybrid(LV, WrongShape((3,)))(0.0, np.ones(2)), ValueError,
-     r"the learned part returned dy/dt of shape \(3,\) for y of shape \(2,\)"),
-    (lambda: physics.Hybrid(WrongShape((1, 2)), MLP2)(0.0, np.ones(2)), ValueError, "the known part returned dy/dt"),
+     r"the learned part's f\(t, y\) returned shape \(3,\); it must return real numbers of shape \(2,\)"),
+    (lambda: physics.Hybrid(WrongShape((1, 2)), MLP2)(0.0, np.ones(2)), ValueError,
+     r"the known part's f\(t, y\) returned shape \(1, 2\)"),
     (lambda: physics.Hybrid(BadVJP((2,), after=10), MLP2).vjp(0.0, np.ones(2), np.ones(2)), ValueError,
-     "the known part's vjp does not follow the dynamics protocol: its parameter cotangents have shapes"),
+     r"the known part's vjp\(t, y, v\) does not follow the dynamics protocol: its parameter cotangents have shapes"),
     (lambda: physics.Hybrid(LV, WrongShape((2,), after=10)).jvp(0.0, np.ones(2), np.ones(2)), TypeError,
      "Hybrid.jvp needs a jvp from both parts; the learned part"),
     (lambda: physics.Fixed(None), TypeError, "the fixed part must be callable"),
@@ -639,9 +640,9 @@ PHYSICS_CASES = [
     (lambda: physics.PerCapita(nn.MLP([2, 4, 3])), ValueError, "the per-capita rates map 2-dimensional states to 3"),
     (lambda: physics.PerCapita(NoVJP()), TypeError, "has no method vjp"),
     (lambda: physics.PerCapita(WrongShape((3,)))(0.0, np.ones(2)), ValueError,
-     "the per-capita rates part returned dy/dt of shape"),
+     r"the per-capita rates part's f\(t, y\) returned shape \(3,\)"),
     (lambda: physics.PerCapita(BadVJP((2,), after=10)).vjp(0.0, np.ones(2), np.ones(2)), ValueError,
-     "the per-capita rates part's vjp does not follow"),
+     r"the per-capita rates part's vjp\(t, y, v\) does not follow"),
     (lambda: physics.PerCapita(WrongShape((2,), after=10)).jvp(0.0, np.ones(2), np.ones(2)), TypeError,
      "PerCapita.jvp needs the rates' jvp"),
 ]
@@ -779,7 +780,7 @@ def test_newer_samplers_and_latent_models_refuse(make, error, phrase):
 @pytest.mark.parametrize("gradient", ["adjoint", "backprop"])
 def test_a_hybrid_part_that_changes_shape_mid_solve_is_named(gradient):
     f = physics.Hybrid(physics.Fixed(LV), WrongShape((3,), after=5))
-    with pytest.raises(ValueError, match="the learned part returned dy/dt of shape"):
+    with pytest.raises(ValueError, match=r"the learned part's f\(t, y\) returned shape"):
         ne.odeint_vjp(f, np.ones(2), np.array([0.0, 1.0]), gradient=gradient)
 
 
@@ -895,3 +896,12 @@ LBFGS_CASES = [
 def test_lbfgs_refuses(make, error, phrase):
     with pytest.raises(error, match=phrase):
         make()
+
+
+def test_a_hybrid_part_returning_complex_numbers_is_refused():
+    class Complex(WrongShape):
+        def __call__(self, t, y):
+            return -y + 0j
+
+    with pytest.raises(ValueError, match=r"the learned part's f\(t, y\) returned dtype complex128"):
+        physics.Hybrid(LV, Complex())(0.0, np.ones(2))

@@ -22,6 +22,7 @@ References:
 import numpy as np
 
 from .errors import check_number
+from .protocol import check_returned, check_vjp_output
 
 _SIGNS_LINEAR = np.array([1.0, -1.0])
 _SIGNS_INTERACTION = np.array([-1.0, 1.0])
@@ -214,39 +215,14 @@ def _state_dims(part):
     return None
 
 
-def _checked_value(name, out, shape):
-    """A part's ``f(t, y)``, refused unless it has ``y``'s shape (no silent broadcast)."""
-    if not isinstance(out, np.ndarray) or out.shape != shape:
-        raise ValueError(f"the {name} part returned dy/dt of shape {np.shape(out)} for y of shape {shape}; "
-                         "each part must return y's shape")
-    return out
+def _checked_value(name, out, shape, call="f(t, y)"):
+    """A part's ``f(t, y)`` (or ``jvp``), refused unless it holds real numbers of ``y``'s shape (no broadcast)."""
+    return check_returned(f"the {name} part's {call}", out, shape)
 
 
-def _param_shapes(part):
-    """The shapes of a part's parameter arrays, taken once: the arrays change in place, never in shape."""
-    return [p.shape for p in part.params]
-
-
-def _checked_vjp(name, out, shape, param_shapes):
+def _checked_vjp(name, out, shape, params):
     """A part's ``vjp(t, y, v)`` result, refused unless it has the protocol's structure and shapes."""
-    try:
-        if (type(out) is tuple and len(out) == 3 and out[0].shape == shape
-                and [g.shape for g in out[1]] == param_shapes
-                and (type(out[2]) is float or np.ndim(out[2]) == 0)):
-            return out
-    except (AttributeError, TypeError):
-        pass
-    if not (isinstance(out, tuple) and len(out) == 3):
-        problem = "it must return a tuple (v . df/dy, [v . df/dtheta_i], v . df/dt)"
-    elif np.shape(out[0]) != shape:
-        problem = f"its first element has shape {np.shape(out[0])}, y has {shape}"
-    elif not isinstance(out[1], (list, tuple)) or len(out[1]) != len(param_shapes):
-        problem = f"its second element must be a list of {len(param_shapes)} arrays, one per parameter"
-    elif [np.shape(g) for g in out[1]] != param_shapes:
-        problem = f"its parameter cotangents have shapes {[np.shape(g) for g in out[1]]}, the parameters {param_shapes}"
-    else:
-        problem = f"its third element (v . df/dt) has shape {np.shape(out[2])}; it must be a scalar"
-    raise ValueError(f"the {name} part's vjp does not follow the dynamics protocol: {problem}")
+    return check_vjp_output(f"the {name} part's vjp(t, y, v)", out, shape, params)
 
 
 class Fixed:
@@ -314,7 +290,7 @@ class PerCapita:
 
     def __init__(self, rates):
         self.rates = _check_part("per-capita rates", rates)
-        self._shapes = _param_shapes(rates)
+        self._params = list(rates.params)      # the arrays themselves: updated in place, fixed in shape
         dims = _state_dims(rates)
         if dims is not None and dims[0] != dims[1]:
             raise ValueError(f"the per-capita rates map {dims[0]}-dimensional states to {dims[1]} numbers; "
@@ -341,7 +317,7 @@ class PerCapita:
         both = getattr(self.rates, "value_and_vjp", None)
         g, out = both(t, y, w) if callable(both) else (self.rates(t, y), self.rates.vjp(t, y, w))
         g = _checked_value("per-capita rates", g, y.shape)
-        w_bar, params_bar, t_bar = _checked_vjp("per-capita rates", out, y.shape, self._shapes)
+        w_bar, params_bar, t_bar = _checked_vjp("per-capita rates", out, y.shape, self._params)
         return y * g, (v * g + w_bar, params_bar, t_bar)
 
     def jvp(self, t, y, u):
@@ -351,7 +327,7 @@ class PerCapita:
             raise TypeError(f"PerCapita.jvp needs the rates' jvp; {type(self.rates).__name__} has none")
         y, u = np.asarray(y, dtype=float), np.asarray(u, dtype=float)
         g = _checked_value("per-capita rates", self.rates(t, y), y.shape)
-        return u * g + y * _checked_value("per-capita rates", jvp(t, y, u), y.shape)
+        return u * g + y * _checked_value("per-capita rates", jvp(t, y, u), y.shape, "jvp(t, y, u)")
 
 
 class Hybrid:
@@ -379,7 +355,7 @@ class Hybrid:
 
     def __init__(self, known, learned):
         self.known, self.learned = _check_part("known", known), _check_part("learned", learned)
-        self._shapes = {"known": _param_shapes(known), "learned": _param_shapes(learned)}
+        self._params = {"known": list(known.params), "learned": list(learned.params)}
         dims = {name: _state_dims(part) for name, part in (("known", known), ("learned", learned))}
         for name, d in dims.items():
             if d is not None and d[0] != d[1]:
@@ -403,8 +379,8 @@ class Hybrid:
     def vjp(self, t, y, v):
         """The sum of the parts' input and time cotangents, and their parameter cotangents concatenated."""
         shape = np.shape(y)
-        yk, pk, tk = _checked_vjp("known", self.known.vjp(t, y, v), shape, self._shapes["known"])
-        yl, pl, tl = _checked_vjp("learned", self.learned.vjp(t, y, v), shape, self._shapes["learned"])
+        yk, pk, tk = _checked_vjp("known", self.known.vjp(t, y, v), shape, self._params["known"])
+        yl, pl, tl = _checked_vjp("learned", self.learned.vjp(t, y, v), shape, self._params["learned"])
         return yk + yl, list(pk) + list(pl), tk + tl
 
     def value_and_vjp(self, t, y, v):
@@ -414,7 +390,7 @@ class Hybrid:
             both = getattr(part, "value_and_vjp", None)
             value, out = both(t, y, v) if callable(both) else (part(t, y), part.vjp(t, y, v))
             values.append(_checked_value(name, value, shape))
-            vjps.append(_checked_vjp(name, out, shape, self._shapes[name]))
+            vjps.append(_checked_vjp(name, out, shape, self._params[name]))
         (yk, pk, tk), (yl, pl, tl) = vjps
         return values[0] + values[1], (yk + yl, list(pk) + list(pl), tk + tl)
 
@@ -426,5 +402,5 @@ class Hybrid:
             if not callable(jvp):
                 raise TypeError(f"Hybrid.jvp needs a jvp from both parts; the {name} part "
                                 f"({type(part).__name__}) has none")
-            out.append(_checked_value(name, jvp(t, y, u), shape))
+            out.append(_checked_value(name, jvp(t, y, u), shape, "jvp(t, y, u)"))
         return out[0] + out[1]

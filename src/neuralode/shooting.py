@@ -26,7 +26,8 @@ References:
 import numpy as np
 
 from .errors import check_int, check_number
-from .gradients import _check_dynamics, odeint_vjp
+from .gradients import odeint_vjp
+from .protocol import check_dynamics
 
 
 def segment_bounds(n_times, n_segments):
@@ -70,7 +71,7 @@ class MultipleShooting:
     """
 
     def __init__(self, f, t, ys, n_segments=None, *, bounds=None, weight=1.0, **solver):
-        _check_dynamics(f)
+        check_dynamics(f)
         self.f, self.solver = f, solver
         self.t, self.ys = _check_series(t, ys)
         if (n_segments is None) == (bounds is None):
