@@ -12,7 +12,9 @@ English). This extension adds what Sphinx does not do by itself:
   changed English sentence counts as untranslated even before the catalogue is updated);
 * search in Korean: Sphinx 7.4 has no Korean search language, so words keep their particles
   ("오차를") and a query for "오차" finds nothing. :class:`SearchKorean` strips common particles and
-  endings from indexed words and, with the same rules in JavaScript, from query words.
+  endings from indexed words and, with the same rules in JavaScript, from query words;
+* glued numbers in translated sentences: :class:`TranslatedPasteText` lets ``{glue:text}`key` `` in a
+  translation insert the number the page computed, as it does in the English sentence.
 
 Configuration (``_config.yml``, ``sphinx: config:``): ``language`` (set per edition by
 ``tools/build_book.py``), ``locale_dirs``, ``gettext_compact: false``, and
@@ -27,6 +29,11 @@ from docutils import nodes
 from sphinx.search import SearchLanguage
 from sphinx.util import logging
 from sphinx.util.nodes import extract_messages
+
+try:
+    from myst_nb.ext.glue.roles import PasteTextRole
+except ImportError:  # the helpers stay importable (and testable) without MyST-NB
+    PasteTextRole = object
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +132,22 @@ def _catalogue(app, docname):
     return {}
 
 
+def message_state(message, catalogue, marked=False):
+    """``"translated"``, ``"fuzzy"`` or ``"untranslated"``: the state of a message read from a page
+    of a translated edition, given the page's catalogue (:func:`read_catalogue`).
+
+    ``marked`` is Sphinx's own mark on a node it translated. Sphinx marks a translated paragraph but
+    not a translated image description (alt text): there the message read back is the translation
+    itself, which counts as translated when it is an up-to-date entry's ``msgstr``.
+    """
+    msgstr, fuzzy = catalogue.get(message, ("", False))
+    if marked or (msgstr and not fuzzy):
+        return "translated"
+    if any(message == text and not stale for text, stale in catalogue.values()):
+        return "translated"
+    return "fuzzy" if msgstr else "untranslated"
+
+
 def record_translation(app, doctree):
     """After reading a page of a translated edition, count its messages by state (env data)."""
     if app.config.language == "en":
@@ -134,11 +157,11 @@ def record_translation(app, doctree):
     for node, message in extract_messages(doctree):
         if isinstance(node, nodes.math_block) or not needs_translation(message):
             continue
-        msgstr, fuzzy = catalogue.get(message, ("", False))
-        if node.get("translated") or (msgstr and not fuzzy):
+        state = message_state(message, catalogue, bool(node.get("translated")))
+        if state == "translated":
             status["translated"] += 1
         else:
-            status["fuzzy" if msgstr else "untranslated"].append(message[:120])
+            status[state].append(message[:120])
     if not hasattr(app.env, "edition_status"):
         app.env.edition_status = {}
     app.env.edition_status[app.env.docname] = status
@@ -214,8 +237,43 @@ def add_edition_links(app, pagename, templatename, context, doctree):
     context["body"] = link + context["body"]
 
 
+# ---------------------------------------------------------------------------------------------
+# Glued numbers in translated sentences
+
+
+def page_glue_reference(text, source_path):
+    """The content of a ``{glue:text}`` role, rewritten to name its page's glue data explicitly.
+
+    ``key`` or ``key:format`` becomes ``/<source_path>::key:format`` (the format ``s`` when none is
+    given: MyST-NB splits the format off at the last colon, so the ``::`` form needs one). Content
+    that already names a page is returned as it is.
+    """
+    if "::" in text:
+        return text
+    key, _, fmt_spec = text.partition(":")
+    return f"/{source_path}::{key}:{fmt_spec or 's'}"
+
+
+class TranslatedPasteText(PasteTextRole):
+    """``{glue:text}``, also in a translated sentence.
+
+    Sphinx parses each translated message as a fragment of its own, without the page's notebook
+    outputs, where MyST-NB's role finds no glued value and drops the number. In such a fragment
+    this role refers to the page's glue data by name instead (the ``page::key`` form), which
+    MyST-NB resolves after reading, from the glue cache it wrote when it read the page itself.
+    """
+
+    def run(self):
+        env = getattr(self.document.settings, "env", None)
+        if env is not None and self.document.current_source.endswith("<translated>"):
+            self.text = page_glue_reference(self.text, env.doc2path(env.docname, False))
+        return super().run()
+
+
 def setup(app):
     app.add_config_value("edition_complete_pages", [], "env")
+    if PasteTextRole is not object:
+        app.add_role_to_domain("glue", "text", TranslatedPasteText(), override=True)
     app.add_search_language(SearchKorean)
     app.connect("doctree-read", record_translation)
     app.connect("env-purge-doc", _purge)
