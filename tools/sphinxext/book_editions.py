@@ -12,9 +12,10 @@ English). This extension adds what Sphinx does not do by itself:
   changed English sentence counts as untranslated even before the catalogue is updated);
 * search in Korean: Sphinx 7.4 has no Korean search language, so words keep their particles
   ("오차를") and a query for "오차" finds nothing. :class:`SearchKorean` strips common particles and
-  endings from indexed words and, with the same rules in JavaScript, from query words;
-* glued numbers in translated sentences: :class:`TranslatedPasteText` lets ``{glue:text}`key` `` in a
-  translation insert the number the page computed, as it does in the English sentence.
+  endings from indexed words and, with the same rules in JavaScript, from query words.
+* glued numbers in translated sentences: ``{glue:text}`key` `` and ``{glue:md}`key` `` in a
+  translation read the page's glue data (MyST-NB alone finds it only in the English text it parses
+  with the notebook).
 
 Configuration (``_config.yml``, ``sphinx: config:``): ``language`` (set per edition by
 ``tools/build_book.py``), ``locale_dirs``, ``gettext_compact: false``, and
@@ -29,11 +30,6 @@ from docutils import nodes
 from sphinx.search import SearchLanguage
 from sphinx.util import logging
 from sphinx.util.nodes import extract_messages
-
-try:
-    from myst_nb.ext.glue.roles import PasteTextRole
-except ImportError:  # the helpers stay importable (and testable) without MyST-NB
-    PasteTextRole = object
 
 logger = logging.getLogger(__name__)
 
@@ -200,6 +196,83 @@ def write_status(app, exception):
 
 
 # ---------------------------------------------------------------------------------------------
+# Glued numbers in translated messages
+
+
+def glue_target_in_translation(text, source_name):
+    """The target a ``{glue:text}`` role of a translated message is read with: the same key on the
+    same page, named explicitly (``"ch03_order:.3f"`` -> ``"03_euler_method.md::ch03_order:.3f"``).
+
+    MyST-NB hands a page's glue data to the roles only while it parses the notebook. Sphinx parses a
+    translated message afterwards, on its own, where a bare key finds nothing; a key that names its
+    page is resolved when the page is written, from the glue data MyST-NB saved. The format is always
+    spelled out, because the role splits its text at the last colon."""
+    if "::" in text:
+        return text
+    key, _, spec = text.partition(":")
+    return f"{source_name}::{key}:{spec or 's'}"
+
+
+def _paste_text_in_translations():
+    """MyST-NB's ``{glue:text}`` role, which in a translated message reads the page's saved glue data."""
+    from myst_nb.ext.glue.roles import PasteTextRole
+
+    class PasteTextTranslated(PasteTextRole):
+        def run(self):
+            if _translated(self.document):
+                env = self.document.settings.env
+                self.text = glue_target_in_translation(self.text, Path(env.doc2path(env.docname)).name)
+            return super().run()
+
+    return PasteTextTranslated()
+
+
+def _translated(document):
+    return document.current_source.endswith("<translated>")
+
+
+def saved_glue(env, key):
+    """The glued output ``key`` of the page being read, from the file MyST-NB wrote when it parsed it."""
+    path = Path(env.mystnb_config.output_folder, f"{env.docname}.glue.json")
+    data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    return data.get(key)
+
+
+def markdown_nodes(markdown):
+    """Nodes for a glued Markdown value: a formula ``$...$`` becomes math, anything else plain text."""
+    formula = re.fullmatch(r"\s*\$([^$]+)\$\s*", markdown)
+    if formula:
+        return [nodes.math(formula.group(0).strip(), formula.group(1))]
+    return [nodes.Text(markdown)]
+
+
+def _paste_markdown_in_translations():
+    """MyST-NB's ``{glue:md}`` role, which in a translated message reads the page's saved glue data.
+
+    The role renders its value with the notebook's renderer, which exists only while MyST-NB parses
+    the English page; in a translated message the value (a formula or a short text, as the chapters
+    glue them) is read from the saved glue data and turned into nodes here."""
+    from myst_nb.ext.glue.roles import PasteMarkdownRole
+    from myst_nb.ext.glue.utils import glue_warning
+
+    class PasteMarkdownTranslated(PasteMarkdownRole):
+        def run(self):
+            if not _translated(self.document):
+                return super().run()
+            key = self.text.rsplit(":", 1)[0] if ":" in self.text else self.text
+            output = saved_glue(self.document.settings.env, key)
+            markdown = (output or {}).get("data", {}).get("text/markdown")
+            if markdown is None:
+                return [], [glue_warning(f"No text/markdown found in {key!r} data", self.document, self.line)]
+            _nodes = markdown_nodes("".join(markdown) if isinstance(markdown, list) else markdown)
+            for node in _nodes:
+                self.set_source_info(node) if isinstance(node, nodes.Element) else None
+            return _nodes, []
+
+    return PasteMarkdownTranslated()
+
+
+# ---------------------------------------------------------------------------------------------
 # Links between the editions, and the note on untranslated pages
 
 
@@ -237,43 +310,11 @@ def add_edition_links(app, pagename, templatename, context, doctree):
     context["body"] = link + context["body"]
 
 
-# ---------------------------------------------------------------------------------------------
-# Glued numbers in translated sentences
-
-
-def page_glue_reference(text, source_path):
-    """The content of a ``{glue:text}`` role, rewritten to name its page's glue data explicitly.
-
-    ``key`` or ``key:format`` becomes ``/<source_path>::key:format`` (the format ``s`` when none is
-    given: MyST-NB splits the format off at the last colon, so the ``::`` form needs one). Content
-    that already names a page is returned as it is.
-    """
-    if "::" in text:
-        return text
-    key, _, fmt_spec = text.partition(":")
-    return f"/{source_path}::{key}:{fmt_spec or 's'}"
-
-
-class TranslatedPasteText(PasteTextRole):
-    """``{glue:text}``, also in a translated sentence.
-
-    Sphinx parses each translated message as a fragment of its own, without the page's notebook
-    outputs, where MyST-NB's role finds no glued value and drops the number. In such a fragment
-    this role refers to the page's glue data by name instead (the ``page::key`` form), which
-    MyST-NB resolves after reading, from the glue cache it wrote when it read the page itself.
-    """
-
-    def run(self):
-        env = getattr(self.document.settings, "env", None)
-        if env is not None and self.document.current_source.endswith("<translated>"):
-            self.text = page_glue_reference(self.text, env.doc2path(env.docname, False))
-        return super().run()
-
-
 def setup(app):
+    app.setup_extension("myst_nb")
+    app.add_role_to_domain("glue", "text", _paste_text_in_translations(), override=True)
+    app.add_role_to_domain("glue", "md", _paste_markdown_in_translations(), override=True)
     app.add_config_value("edition_complete_pages", [], "env")
-    if PasteTextRole is not object:
-        app.add_role_to_domain("glue", "text", TranslatedPasteText(), override=True)
     app.add_search_language(SearchKorean)
     app.connect("doctree-read", record_translation)
     app.connect("env-purge-doc", _purge)
