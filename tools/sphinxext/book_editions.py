@@ -128,6 +128,22 @@ def _catalogue(app, docname):
     return {}
 
 
+def message_state(message, catalogue, marked=False):
+    """``"translated"``, ``"fuzzy"`` or ``"untranslated"``: the state of a message read from a page
+    of a translated edition, given the page's catalogue (:func:`read_catalogue`).
+
+    ``marked`` is Sphinx's own mark on a node it translated. Sphinx marks a translated paragraph but
+    not a translated image description (alt text): there the message read back is the translation
+    itself, which counts as translated when it is an up-to-date entry's ``msgstr``.
+    """
+    msgstr, fuzzy = catalogue.get(message, ("", False))
+    if marked or (msgstr and not fuzzy):
+        return "translated"
+    if any(message == text and not stale for text, stale in catalogue.values()):
+        return "translated"
+    return "fuzzy" if msgstr else "untranslated"
+
+
 def record_translation(app, doctree):
     """After reading a page of a translated edition, count its messages by state (env data)."""
     if app.config.language == "en":
@@ -137,11 +153,11 @@ def record_translation(app, doctree):
     for node, message in extract_messages(doctree):
         if isinstance(node, nodes.math_block) or not needs_translation(message):
             continue
-        msgstr, fuzzy = catalogue.get(message, ("", False))
-        if node.get("translated") or (msgstr and not fuzzy):
+        state = message_state(message, catalogue, bool(node.get("translated")))
+        if state == "translated":
             status["translated"] += 1
         else:
-            status["fuzzy" if msgstr else "untranslated"].append(message[:120])
+            status[state].append(message[:120])
     if not hasattr(app.env, "edition_status"):
         app.env.edition_status = {}
     app.env.edition_status[app.env.docname] = status
