@@ -28,9 +28,10 @@ import math
 
 import numpy as np
 
+from .implicit import implicit_step_vjp
 from .params import ravel_params, unravel_params
 from .solver import (DEFAULT_MAX_NUM_STEPS, ODESolution, Problem, _StepControl, integrate_adaptive,
-                     integrate_fixed, prepare, rk_step, steps_per_interval)
+                     integrate_fixed, prepare, stepper, steps_per_interval)
 
 GRADIENTS = ("adjoint", "backprop", "checkpoint", "interpolated")
 NORMS = ("seminorm", "full")
@@ -304,7 +305,7 @@ def _adjoint_backward(f, problem, ys, reset_state, options):
             f_i = ds[:n] if reset_state else np.ravel(f(t[i], ys[i]))
             t_bar[i] = float(ys_bar[i].ravel() @ f_i)
             s[-1] -= t_bar[i]
-            solution = _solve_backward(aug, s, ds, t[i], t[i - 1], problem, measured, h)
+            solution = _solve_backward(aug, s, ds, t[i], t[i - 1], problem, measured, h, coupled=2 * n)
             s, h = solution.ys[-1], (solution.next_step if options["carry_step"] else None)
             pullback.nfe_backward += solution.nfe
             pullback.steps_backward += solution.n_steps
@@ -316,18 +317,21 @@ def _adjoint_backward(f, problem, ys, reset_state, options):
     return backward
 
 
-def _solve_backward(aug, s, ds, t_from, t_to, problem, measured, h0):
+def _solve_backward(aug, s, ds, t_from, t_to, problem, measured, h0, coupled=None):
     """Integrate the augmented state from ``t_from`` back to ``t_to`` with the forward solve's settings.
 
     ``ds = aug(t_from, s)`` is already known: for the adjoint its ``z`` block, ``f(t_from, z)``, also
     gives ``t_bar`` when ``z`` was reset to the stored value (the dynamics of ``s`` do not depend on
     ``a_t``, so changing ``a_t`` afterwards leaves ``ds`` valid).  The error control measures the
     first ``measured`` entries (``None``: all), and tries ``h0`` first (``None``: selects a step).
+    An implicit method iterates on the first ``coupled`` entries only (``z`` and ``a``): nothing
+    depends on ``a_theta`` and ``a_t``, so their stages follow from ``aug`` directly, and the Jacobian
+    it differences has ``coupled`` columns instead of the whole augmented state's.
     """
     times = np.array([t_from, t_to])
     backward = Problem(aug, s, times, s.shape, problem.tableau, problem.rtol, problem.atol,
                        problem.step_size, problem.max_num_steps, ds, record_steps=False,
-                       h0=h0, measured=measured)
+                       h0=h0, measured=measured, coupled=coupled)
     if problem.tableau.adaptive and problem.step_size is None:
         return integrate_adaptive(_augmented_tolerances(backward, problem))
     return integrate_fixed(backward)
@@ -411,7 +415,7 @@ def _interpolated_backward(f, problem, ys, tape, adaptive, options):
             s[:n] += ys_bar[i].ravel()
             t_bar[i] = float(ys_bar[i].ravel() @ np.ravel(f(t[i], ys[i])))
             s[-1] -= t_bar[i]
-            solution = _solve_backward(aug, s, aug(t[i], s), t[i], t[i - 1], problem, measured, h)
+            solution = _solve_backward(aug, s, aug(t[i], s), t[i], t[i - 1], problem, measured, h, coupled=n)
             s, h = solution.ys[-1], (solution.next_step if options["carry_step"] else None)
             pullback.nfe_backward += solution.nfe
             pullback.steps_backward += solution.n_steps
@@ -487,18 +491,24 @@ def _step_vjp(vjp, tableau, shape, tn, h, y, K, y_bar, K_bar, theta_bar):
     return y_bar, h_bar, tn_bar, n_vjp
 
 
+def _any_step_vjp(lin, *args):
+    """``_step_vjp(*args)`` for an explicit step; for an implicit one (``lin`` its Linearisation), the
+    implicit function theorem's :func:`~neuralode.implicit.implicit_step_vjp`."""
+    return _step_vjp(*args) if lin is None else implicit_step_vjp(*args, lin)
+
+
 def _reverse_fixed(vjp, problem, steps, ys_bar, theta_bar):
     """Reverse over fixed steps: interval ``k`` holds ``N`` steps ``t_n = t_k + n h``, ``h = (t_k+1 - t_k)/N``.
 
-    ``steps`` yields the tape entries ``(k, n, N, t_n, h, y_n, K)`` from the last step to the first.
+    ``steps`` yields the tape entries ``(k, n, N, t_n, h, y_n, K, lin)`` from the last step to the first.
     """
     t_bar = np.zeros(len(problem.t))
     y_bar, n_vjp = np.zeros(ys_bar.shape[1]), 0
-    for k, n, N, tn, h, y, K in steps:
+    for k, n, N, tn, h, y, K, lin in steps:
         if n == N - 1:
             y_bar = y_bar + ys_bar[k + 1]
-        y_bar, h_bar, tn_bar, used = _step_vjp(vjp, problem.tableau, problem.shape, tn, h, y, K, y_bar,
-                                               np.zeros_like(K), theta_bar)
+        y_bar, h_bar, tn_bar, used = _any_step_vjp(lin, vjp, problem.tableau, problem.shape, tn, h, y, K, y_bar,
+                                                   np.zeros_like(K), theta_bar)
         n_vjp += used
         t_bar[k] += tn_bar * (1 - n / N) - h_bar / N
         t_bar[k + 1] += tn_bar * n / N + h_bar / N
@@ -508,7 +518,7 @@ def _reverse_fixed(vjp, problem, steps, ys_bar, theta_bar):
 def _reverse_adaptive(vjp, problem, steps, ys_bar, theta_bar):
     """Reverse over adaptive steps, holding the accepted step sizes fixed.
 
-    ``steps`` yields ``((t_n, h, y_n, K), [(i, theta), ...])`` from the last step to the first.  The
+    ``steps`` yields ``((t_n, h, y_n, K, lin), [(i, theta), ...])`` from the last step to the first.  The
     outputs come from each step's continuous extension ``y(t_i) = y_m + h sum_j k_j P_j(theta_i)``
     with ``theta_i = (t_i - tau_m) / h``.  Moving an output time ``t_i`` moves ``theta_i``; moving
     ``t[0]`` shifts every step (and no output time) by the same amount, so it moves every stage time
@@ -516,13 +526,13 @@ def _reverse_adaptive(vjp, problem, steps, ys_bar, theta_bar):
     """
     tableau, t_bar = problem.tableau, np.zeros(len(problem.t))
     y_bar, n_vjp = np.zeros(ys_bar.shape[1]), 0
-    for (tn, h, y, K), outputs in steps:
+    for (tn, h, y, K, lin), outputs in steps:
         K_bar, direct = np.zeros_like(K), np.zeros_like(y_bar)
         for i, theta in outputs:
             K_bar += h * np.outer(tableau.dense @ theta ** _POWERS, ys_bar[i])
             direct += ys_bar[i]
             t_bar[i] += float(((tableau.dense @ (_POWERS * theta ** (_POWERS - 1))) @ K) @ ys_bar[i])
-        y_bar, _, tn_bar, used = _step_vjp(vjp, tableau, problem.shape, tn, h, y, K, y_bar, K_bar, theta_bar)
+        y_bar, _, tn_bar, used = _any_step_vjp(lin, vjp, tableau, problem.shape, tn, h, y, K, y_bar, K_bar, theta_bar)
         y_bar += direct
         n_vjp += used
         t_bar[0] += tn_bar
@@ -534,7 +544,7 @@ _POWERS = np.arange(1, 5)
 
 
 def _steps_with_outputs(tape):
-    """Group the adaptive tape into ``((t_n, h, y_n, K), [(i, theta), ...])``, one entry per step."""
+    """Group the adaptive tape into ``((t_n, h, y_n, K, lin), [(i, theta), ...])``, one entry per step."""
     steps, outputs = [], []
     for entry in tape:
         if entry[0] == "out":
@@ -567,13 +577,13 @@ class CheckpointSchedule:
     def __init__(self, limit=None):
         self.limit, self.stride, self.steps, self.saved = limit, 1, 0, []
 
-    def append(self, entry):        # a fixed step (k, n, N, t_n, h, y_n, K), as integrate_fixed tapes it
-        k, n, N, tn, h, y, K = entry
-        self._add((k, n, y, K[0].copy()))
+    def append(self, entry):        # a fixed step (k, n, N, t_n, h, y_n, K[, lin]), as integrate_fixed tapes it
+        k, n, N, tn, h, y, K, *lin = entry
+        self._add((k, n, y, K[0].copy(), *lin))
 
-    def watch(self, state):         # an adaptive step's starting state (t_n, y_n, k, h)
-        tn, y, k0, h_abs = state
-        self._add((tn, y, None if k0 is None else k0.copy(), h_abs))
+    def watch(self, state):         # an adaptive step's starting state (t_n, y_n, k, h[, lin])
+        tn, y, k0, h_abs, *lin = state
+        self._add((tn, y, None if k0 is None else k0.copy(), h_abs, *lin))
 
     def _add(self, state):
         if self.steps % self.stride == 0:
@@ -606,10 +616,11 @@ def _checkpoint_backward(f, problem, recorder, adaptive):
 
 
 def _recompute_fixed(problem, state, length):
-    """Repeat ``length`` fixed steps from a checkpoint ``(k, n, y, k_1)``; return their tape entries."""
+    """Repeat ``length`` fixed steps from a checkpoint ``(k, n, y, k_1[, lin])``; return their tape entries."""
     fun, t, tab = problem.fun, problem.t, problem.tableau
     counts = steps_per_interval(t, problem.step_size)
-    k, n, y, k0 = state
+    k, n, y, k0, *lin = state
+    step = stepper(problem, *lin)
     entries, nfe = [], 0
     for _ in range(length):
         N = int(counts[k])
@@ -621,12 +632,12 @@ def _recompute_fixed(problem, state, length):
             k0, nfe = fun(tn, y), nfe + 1
         YK[1] = k0
         with np.errstate(over="ignore", invalid="ignore"):
-            y_new = rk_step(fun, tn, h, tab, YK)[0]
-        nfe += tab.stages - 1
-        entries.append((k, n, N, tn, h, y, YK[1:]))
+            y_new = step(fun, tn, h, tab, YK)[0]
+        nfe += 0 if tab.implicit else tab.stages - 1
+        entries.append((k, n, N, tn, h, y, YK[1:], getattr(step, "used", None)))
         y, k0 = y_new, (YK[-1].copy() if tab.fsal else None)
         k, n = (k + 1, 0) if n == N - 1 else (k, n + 1)
-    return entries, nfe
+    return entries, nfe + getattr(step, "nfe", 0)
 
 
 def _recompute_adaptive(problem, state, length):
@@ -641,10 +652,10 @@ def _recompute_adaptive(problem, state, length):
     served = max(1, int(np.searchsorted(keys, control.direction * state[0], side="right")))
     control.nfe, steps = 0, []
     with np.errstate(over="ignore", invalid="ignore"):
-        for tn, t_new, h, YK, _ in control.accepted_steps(state):
+        for tn, t_new, h, YK, _, lin in control.accepted_steps(state):
             end = int(np.searchsorted(keys, control.direction * t_new, side="right"))
-            steps.append(((tn, h, YK[0], YK[1:]), [(i, (t[i] - tn) / h) for i in range(served, end)]))
+            steps.append(((tn, h, YK[0], YK[1:], lin), [(i, (t[i] - tn) / h) for i in range(served, end)]))
             served = end
             if len(steps) == length:
                 break
-    return steps, control.nfe + (problem.tableau.stages - 1) * control.attempts
+    return steps, control.nfe + control.stage_evaluations()
