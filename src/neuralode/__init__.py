@@ -3,7 +3,8 @@
 Every derivative in it is a hand-written vector-Jacobian or Jacobian-vector product that a reader can
 open and check.  The public surface:
 
-* :func:`odeint` and :func:`integrate` solve initial value problems (``neuralode.odeint``);
+* :func:`odeint` and :func:`integrate` solve initial value problems (``neuralode.odeint``), with explicit
+  Runge–Kutta methods or, for stiff problems, implicit ones (:mod:`neuralode.implicit`);
 * :func:`odeint_vjp` differentiates a solve, by backprop through the solver or by the adjoint method;
 * :mod:`neuralode.nn` holds layers and vector fields under the dynamics protocol (``f(t, y)``,
   ``f.params``, ``f.vjp``); :mod:`neuralode.models` the models built on a solve (ResNet, ODE-Net);
@@ -12,15 +13,15 @@ open and check.  The public surface:
 * :mod:`neuralode.checks` holds finite differences, the dot-product test and observed orders.
 """
 
-from . import checks, nn, optim, params, stepsize, tableaux
-from .errors import IntegrationError, NonFiniteError, StepSizeUnderflowError, TooManyStepsError
+from . import checks, implicit, nn, optim, params, stepsize, tableaux
+from .errors import ConvergenceError, IntegrationError, NonFiniteError, StepSizeUnderflowError, TooManyStepsError
 from .gradients import odeint_vjp
 from .solver import ODESolution, integrate, odeint
-from .tableaux import TABLEAUX, ButcherTableau
+from .tableaux import IMPLICIT_TABLEAUX, TABLEAUX, ButcherTableau
 from . import cnf, data, latent, models, regularise, train
 
 __all__ = [
-    "ButcherTableau", "IntegrationError", "NonFiniteError", "ODESolution", "StepSizeUnderflowError",
-    "TABLEAUX", "TooManyStepsError", "checks", "integrate", "nn", "odeint", "odeint_vjp", "optim", "stepsize", "tableaux",
+    "ButcherTableau", "ConvergenceError", "IMPLICIT_TABLEAUX", "IntegrationError", "NonFiniteError", "ODESolution",
+    "StepSizeUnderflowError", "TABLEAUX", "TooManyStepsError", "checks", "integrate", "nn", "odeint", "odeint_vjp", "optim", "stepsize", "tableaux",
 ]
 __all__ += ["cnf", "data", "models", "params", "train"]

@@ -305,7 +305,8 @@ def _adjoint_backward(f, problem, ys, reset_state, options):
             f_i = ds[:n] if reset_state else np.ravel(f(t[i], ys[i]))
             t_bar[i] = float(ys_bar[i].ravel() @ f_i)
             s[-1] -= t_bar[i]
-            solution = _solve_backward(aug, s, ds, t[i], t[i - 1], problem, measured, h, coupled=2 * n)
+            solution = _solve_backward(aug, s, ds, t[i], t[i - 1], problem, measured, h, coupled=2 * n,
+                                       guarded=slice(n, 2 * n))
             s, h = solution.ys[-1], (solution.next_step if options["carry_step"] else None)
             pullback.nfe_backward += solution.nfe
             pullback.steps_backward += solution.n_steps
@@ -317,7 +318,7 @@ def _adjoint_backward(f, problem, ys, reset_state, options):
     return backward
 
 
-def _solve_backward(aug, s, ds, t_from, t_to, problem, measured, h0, coupled=None):
+def _solve_backward(aug, s, ds, t_from, t_to, problem, measured, h0, coupled=None, guarded=None):
     """Integrate the augmented state from ``t_from`` back to ``t_to`` with the forward solve's settings.
 
     ``ds = aug(t_from, s)`` is already known: for the adjoint its ``z`` block, ``f(t_from, z)``, also
@@ -326,12 +327,14 @@ def _solve_backward(aug, s, ds, t_from, t_to, problem, measured, h0, coupled=Non
     first ``measured`` entries (``None``: all), and tries ``h0`` first (``None``: selects a step).
     An implicit method iterates on the first ``coupled`` entries only (``z`` and ``a``): nothing
     depends on ``a_theta`` and ``a_t``, so their stages follow from ``aug`` directly, and the Jacobian
-    it differences has ``coupled`` columns instead of the whole augmented state's.
+    it differences has ``coupled`` columns instead of the whole augmented state's.  Its growth guard
+    watches the ``guarded`` entries: ``a`` for the adjoint, whose ``z`` block, run backward through
+    dynamics that contract forward, grows, and may be damped toward the forward solution instead.
     """
     times = np.array([t_from, t_to])
     backward = Problem(aug, s, times, s.shape, problem.tableau, problem.rtol, problem.atol,
                        problem.step_size, problem.max_num_steps, ds, record_steps=False,
-                       h0=h0, measured=measured, coupled=coupled)
+                       h0=h0, measured=measured, coupled=coupled, guarded=guarded)
     if problem.tableau.adaptive and problem.step_size is None:
         return integrate_adaptive(_augmented_tolerances(backward, problem))
     return integrate_fixed(backward)

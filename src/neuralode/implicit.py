@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import ConvergenceError
+from .errors import ConvergenceError, NonFiniteError
 from .params import ravel_params
 from .stepsize import error_scale, rms_norm
 
@@ -44,7 +44,10 @@ GROWTH_LIMIT = 0.5
 of the Jacobian: beyond ``h gamma lambda = 1`` the stage matrix ``I - h gamma J`` is singular, and past it
 the method damps a mode that grows, so that its error estimate no longer sees the error."""
 NEWTON_MAX_ITER = 7
-"""Newton iterations allowed for one stage before the attempt counts as a failure (RADAU5 allows 7)."""
+"""Newton iterations allowed for one stage of an adaptive step before the attempt fails and the step is
+halved (RADAU5 allows 7)."""
+NEWTON_MAX_ITER_FIXED = 20
+"""The same for fixed steps, which cannot shrink: a slow iteration is given more room before it fails."""
 REUSE_RATE = 1e-3
 """A step whose iterations contracted more slowly than this (after more than two) re-evaluates ``J``."""
 ADJOINT_MAX_ITER = 12
@@ -82,14 +85,19 @@ class Linearisation:
     """The smallest and the largest real part of ``J``'s eigenvalues: the fastest decay and growth."""
 
     @classmethod
-    def factor(cls, t, J, hg, rates=None):
-        """Factorise ``I - hg J`` (LU with partial pivoting); ``rates`` are found unless given."""
-        from scipy.linalg import lu_factor
+    def factor(cls, t, J, hg, rates=None, guarded=slice(None)):
+        """Factorise ``I - hg J`` (LAPACK's LU with partial pivoting).
+
+        ``rates`` are found unless given, from the eigenvalues of the block ``J[guarded, guarded]``.
+        """
+        from scipy.linalg.lapack import dgetrf
 
         if rates is None:
-            real = np.linalg.eigvals(J).real if np.all(np.isfinite(J)) else np.array([np.nan])
-            rates = (float(real.min()), float(real.max()))
-        return cls(t, J, hg, lu_factor(np.eye(len(J)) - hg * J, check_finite=False), rates)
+            block = J[guarded, guarded]
+            real = np.linalg.eigvals(block).real if np.all(np.isfinite(block)) else np.array([np.nan])
+            rates = (float(real.min()), float(real.max())) if real.size else (0.0, 0.0)
+        lu, pivots, _ = dgetrf(np.eye(len(J)) - hg * J)   # a zero pivot gives non-finite solves: Newton fails
+        return cls(t, J, hg, (lu, pivots), rates)
 
     def growth(self):
         """The largest ``Re(h gamma lambda)`` over ``J``'s eigenvalues, ``h`` with its sign: ``> 0`` means a
@@ -98,9 +106,9 @@ class Linearisation:
 
     def solve(self, r, transposed=False):
         """``(I - hg J)^-1 r``, or with ``transposed=True`` the row vector ``r (I - hg J)^-1``."""
-        from scipy.linalg import lu_solve
+        from scipy.linalg.lapack import dgetrs
 
-        return lu_solve(self.lu, r, trans=1 if transposed else 0, check_finite=False)
+        return dgetrs(*self.lu, r, trans=1 if transposed else 0)[0]
 
 
 def difference_jacobian(fun, t, y, m=None):
@@ -138,26 +146,31 @@ def dynamics_jacobian(func, shape):
     dense, jvp = getattr(func, "jacobian", None), getattr(func, "jvp", None)
     if callable(dense):
         def jacobian(t, y):
-            J = np.asarray(dense(t, y.reshape(shape)), dtype=float)
-            if J.shape != (n, n):
-                raise ValueError(f"func.jacobian(t, y) returned shape {J.shape}; it must be ({n}, {n}) for a state of "
-                                 f"{n} numbers")
-            return J
+            return _real("func.jacobian(t, y)", dense(t, y.reshape(shape)), (n, n), "the n x n matrix df/dy")
     elif callable(jvp):
         def jacobian(t, y):
             J, unit = np.empty((n, n)), np.zeros(n)
             for j in range(n):
                 unit[j] = 1.0
-                column = np.asarray(jvp(t, y.reshape(shape), unit.reshape(shape)), dtype=float)
+                J[:, j] = _real("func.jvp(t, y, u)", jvp(t, y.reshape(shape), unit.reshape(shape)), shape,
+                                "df/dy . u with y's shape").reshape(n)
                 unit[j] = 0.0
-                if column.shape != shape:
-                    raise ValueError(f"func.jvp(t, y, u) returned shape {column.shape}; it must return df/dy . u "
-                                     f"with y's shape {shape}")
-                J[:, j] = column.reshape(n)
             return J
     else:
         return None
     return jacobian
+
+
+def _real(name, value, shape, what):
+    """``value`` as a float array of ``shape``, or a ``ValueError`` saying what ``name`` returned instead."""
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError):
+        array = None
+    if array is None or array.dtype.kind not in "iuf" or array.shape != shape:
+        got = f"shape {array.shape}" if array is not None and array.dtype.kind in "iuf" else type(value).__name__
+        raise ValueError(f"{name} returned {got}; it must return {what} {shape}")
+    return array.astype(float)
 
 
 class ImplicitStepper:
@@ -173,7 +186,10 @@ class ImplicitStepper:
             parameter cotangents).
         carried: a :class:`Linearisation` to start from (a checkpoint's), or ``None``.
         guard: refuse (with :class:`~neuralode.errors.ConvergenceError` and the size to retry with) a
-            step so long that a growing mode exceeds :data:`GROWTH_LIMIT`; adaptive solves set it.
+            step so long that a growing mode exceeds :data:`GROWTH_LIMIT`; adaptive solves set it (and
+            then allow :data:`NEWTON_MAX_ITER` iterations a stage, fixed steps :data:`NEWTON_MAX_ITER_FIXED`).
+        guarded: the entries (a slice of the coupled ones) whose modes the guard watches: those of a
+            block of ``J`` that nothing else feeds (the adjoint's ``a``; default all).
 
     Attributes:
         nfe, n_jac, n_lu: evaluations of ``fun`` (difference columns included), Jacobians formed,
@@ -181,8 +197,11 @@ class ImplicitStepper:
         used: the :class:`Linearisation` of the last step that succeeded (the tape keeps it).
     """
 
-    def __init__(self, tableau, rtol, atol, *, jacobian=None, coupled=None, carried=None, guard=False):
+    def __init__(self, tableau, rtol, atol, *, jacobian=None, coupled=None, carried=None, guard=False,
+                 guarded=None):
         self.tableau, self.jacobian, self.coupled, self.guard = tableau, jacobian, coupled, guard
+        self.guarded = slice(None) if guarded is None else guarded
+        self.max_iter = NEWTON_MAX_ITER if guard else NEWTON_MAX_ITER_FIXED
         self.rtol, self.atol, self.tol = rtol, atol, newton_tolerance(rtol)
         self.shift = tableau.predictor - np.tril(tableau.a, -1)   # predictor minus psi, per stage
         self.nfe = self.n_jac = self.n_lu = 0
@@ -249,7 +268,10 @@ class ImplicitStepper:
             else:
                 J = self.jacobian(t, y)
             self.n_jac += 1
-            lin = Linearisation.factor(t, J, hg)
+            if not np.all(np.isfinite(J)):
+                source = "finite differences of func" if self.jacobian is None else "func.jvp or func.jacobian"
+                raise NonFiniteError(t, f"the Jacobian from {source} is not finite at this state")
+            lin = Linearisation.factor(t, J, hg, guarded=self.guarded)
             self.n_lu += 1
         elif lin.hg != hg:
             lin = Linearisation.factor(lin.t, lin.J, hg, lin.rates)
@@ -284,8 +306,8 @@ class ImplicitStepper:
         Returns ``(F, rate, iterations)`` with ``F`` the last evaluation of ``f``, or ``F = None`` if the
         iteration diverges, stalls, or produces a non-finite value.
         """
-        norm_old, rate = None, 0.0
-        for iteration in range(1, NEWTON_MAX_ITER + 1):
+        norm_old, rate, most = None, 0.0, self.max_iter
+        for iteration in range(1, most + 1):
             F = fun(ti, psi + Z)
             self.nfe += 1
             dZ = lin.solve(lin.hg * F[:m] - Z[:m])
@@ -294,13 +316,13 @@ class ImplicitStepper:
                 return None, rate, iteration
             if norm_old is not None:
                 rate = norm / norm_old
-                if rate >= 1.0 or rate ** (NEWTON_MAX_ITER - iteration) / (1.0 - rate) * norm > self.tol:
+                if rate >= 1.0 or rate ** (most - iteration) / (1.0 - rate) * norm > self.tol:
                     return None, rate, iteration
             Z[:m] += dZ
             if norm == 0.0 or norm_old is not None and rate / (1.0 - rate) * norm <= self.tol:
                 return F, rate, iteration
             norm_old = norm
-        return None, rate, NEWTON_MAX_ITER
+        return None, rate, most
 
 
 def _leading(tolerance, m):
@@ -384,3 +406,47 @@ def stage_cotangent(vjp, t, Y, k_bar, lin):
     rows = np.array([np.ravel(vjp(t, Y, e.reshape(shape))[0]) for e in np.eye(k_bar.size)])
     w = np.linalg.solve((np.eye(k_bar.size) - hg * rows).T, k_bar)
     return vjp(t, Y, w.reshape(shape)), ADJOINT_MAX_ITER + k_bar.size + 1
+
+
+def implicit_step_jvp(jvp, tableau, shape, tn, h, y, K, y_dot, lin):
+    """Push a tangent ``y_dot`` of the start state through one ESDIRK step (``t_n``, ``h``, ``theta`` held).
+
+    The forward-mode twin of :func:`implicit_step_vjp`, for the dot-product test: differentiating
+    ``k_i = f(t_i, psi_i + h gamma k_i)`` gives ``(I - h gamma J_i) k_dot_i = J_i psi_dot_i`` with
+    ``psi_dot_i = y_dot + h sum_{j<i} a_ij k_dot_j``, one solve per implicit stage
+    (:func:`stage_tangent`), and ``y_new_dot = y_dot + h sum_i b_i k_dot_i``.
+
+    Args:
+        jvp: the dynamics' Jacobian-vector product ``f.jvp(t, y, u)``.
+        tableau, shape, tn, h, y, K, lin: as for :func:`implicit_step_vjp`.
+        y_dot: the tangent of ``y`` (flat).
+
+    Returns:
+        The tangent of ``y_new`` (flat).
+    """
+    a, b, c = tableau.a, tableau.b, tableau.c
+    K_dot = np.zeros_like(K)
+    for i in range(tableau.stages):
+        psi_dot = y_dot + h * a[i, :i] @ K_dot[:i]
+        Y = (y + h * a[i, :i + 1] @ K[:i + 1]).reshape(shape)
+        rhs = np.ravel(jvp(tn + c[i] * h, Y, psi_dot.reshape(shape)))
+        K_dot[i] = stage_tangent(jvp, tn + c[i] * h, Y, rhs, lin) if a[i, i] else rhs
+    return y_dot + h * b @ K_dot
+
+
+def stage_tangent(jvp, t, Y, rhs, lin):
+    """The solution ``x`` of ``(I - hg J) x = rhs``, ``J = df/dy`` at the stage ``(t, Y)``.
+
+    The column-vector mirror of :func:`stage_cotangent`: the step's factors give a first ``x`` and
+    precondition refinement sweeps ``x <- x + (I - hg J~)^-1 (rhs - (I - hg J) x)``, one ``f.jvp`` each.
+    """
+    shape, hg = np.shape(Y), lin.hg
+    x = lin.solve(rhs)
+    for _ in range(ADJOINT_MAX_ITER):
+        Jx = np.ravel(jvp(t, Y, x.reshape(shape)))
+        residual = rhs - x + hg * Jx
+        if np.linalg.norm(residual) <= ADJOINT_TOL * (np.linalg.norm(rhs) + np.linalg.norm(x) + hg * np.linalg.norm(Jx)):
+            return x
+        x = x + lin.solve(residual)
+    columns = np.array([np.ravel(jvp(t, Y, e.reshape(shape))) for e in np.eye(rhs.size)]).T
+    return np.linalg.solve(np.eye(rhs.size) - hg * columns, rhs)

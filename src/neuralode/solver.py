@@ -65,9 +65,10 @@ class Problem:
     selecting one; the adjoint carries its step across output times with it), and ``measured``, the
     entries of the flat state the error control measures, as a slice or an index array (``None``:
     all of them; the adjoint's seminorm measures ``z`` and ``a`` and leaves the parameter cotangents
-    out).  Two more serve implicit methods: ``jacobian``, the exact Jacobian on flat states (``None``:
-    forward differences), and ``coupled``, how many leading entries the stage equations couple
-    (``None``: all; the adjoint's parameter cotangents are not).
+    out).  Three more serve implicit methods: ``jacobian``, the exact Jacobian on flat states (``None``:
+    forward differences); ``coupled``, how many leading entries the stage equations couple (``None``:
+    all; the adjoint's parameter cotangents are not); and ``guarded``, the slice of those whose modes
+    the growth guard watches (``None``: all; see :class:`~neuralode.implicit.ImplicitStepper`).
     """
 
     fun: object
@@ -86,6 +87,7 @@ class Problem:
     measured: object = None
     jacobian: object = None
     coupled: int = None
+    guarded: object = None
 
     def __post_init__(self):
         self.zero = np.zeros(self.y0.size)
@@ -248,7 +250,7 @@ def stepper(problem, carried=None):
         return rk_step
     adaptive = problem.tableau.adaptive and problem.step_size is None
     return ImplicitStepper(problem.tableau, problem.rtol, problem.atol, jacobian=problem.jacobian,
-                           coupled=problem.coupled, carried=carried, guard=adaptive)
+                           coupled=problem.coupled, carried=carried, guard=adaptive, guarded=problem.guarded)
 
 
 def steps_per_interval(t, step_size, max_num_steps=None):
@@ -490,7 +492,8 @@ class _StepControl:
         if self.problem.record_steps:
             self.sol.rejected_times.append((failure.t, h))
         if abs(h) <= min_step:
-            raise failure
+            raise ConvergenceError(failure.t, f"{failure.reason}, and the step cannot shrink further",
+                                   "The dynamics may be discontinuous, or not finite, near this t")
         YK[2:] = 0.0                         # the stages not recomputed next must be finite
         return 0.5 * abs(h) if failure.retry is None else failure.retry
 
