@@ -40,13 +40,20 @@ endef
 
 NBVAL_ARGS := --nbval --nbval-current-env --nbval-cell-timeout=600 \
               --nbval-sanitize-with tests/nbval_sanitize.cfg
+# The engine tests, the notebooks and the browser pages are spread over one pytest worker per core
+# (pytest-xdist); a notebook's cells stay together in one worker and one kernel (--dist loadfile).
+# PYTEST_WORKERS=0 runs everything in one process.
+PYTEST_WORKERS ?= auto
+PARALLEL = -p xdist -n $(PYTEST_WORKERS)
 TEST_STAGES := test-engine test-notebooks test-pairing test-build test-browser
 
-.PHONY: help venv chromium book test $(TEST_STAGES) serve lab notebooks bench clean
+.PHONY: help venv chromium book translations test $(TEST_STAGES) serve lab notebooks bench clean
 
 help:
 	@echo 'make venv       create .venv and install requirements.txt (the engine in editable mode)'
-	@echo 'make book       build the HTML book into $(HTML) (executes every chapter)'
+	@echo 'make book       build the English and Korean editions into $(HTML) and $(HTML)/ko from the'
+	@echo '                outputs stored in notebooks/ (executes nothing)'
+	@echo 'make translations  update the Korean catalogues locale/ko/LC_MESSAGES/ from the English text'
 	@echo 'make test       engine tests, nbval, pairing, strict book build, browser checks'
 	@echo '                (stages on their own: $(TEST_STAGES))'
 	@echo 'make serve      serve $(HTML) on http://$(HOST):$(PORT)/ (offline)'
@@ -85,8 +92,21 @@ chromium:
 # ---------------------------------------------------------------------------------------
 # The book
 
+# The book is rendered from the outputs stored in notebooks/ (which nbval proves reproducible), so
+# nothing is executed here: tools/stored_outputs.py checks that every chapter's code is the code its
+# notebook ran (or stops, naming the chapter and the command to run) and fills MyST-NB's cache.
 book: venv
-	$(BIN)/jupyter-book build .
+	$(BIN)/python tools/stored_outputs.py seed
+	$(BIN)/python tools/build_book.py
+
+# The Korean edition's catalogues: every message of the English sources is extracted (.pot files in
+# _build/gettext), and sphinx-intl updates locale/ko/LC_MESSAGES/book/*.po from them: a new message
+# is added untranslated, a changed one is marked fuzzy, and both show in English until translated.
+translations: venv
+	$(BIN)/python tools/stored_outputs.py seed
+	rm -rf _build/gettext
+	$(BIN)/python tools/build_book.py --gettext
+	$(BIN)/sphinx-intl update -p _build/gettext -l ko -d locale -w 100
 
 serve:
 	@test -f $(HTML)/index.html || { echo 'No book in $(HTML): run "make book" first.'; exit 1; }
@@ -114,8 +134,11 @@ notebooks: venv
 	  nb="notebooks/$$(basename "$$md" .md).ipynb"; \
 	  echo "=== $$md -> $$nb"; \
 	  $(BIN)/jupytext --update --to ipynb --output "$$nb" "$$md"; \
+	  start=$$(date +%s.%N); \
 	  $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
 	    --ExecutePreprocessor.record_timing=False --ExecutePreprocessor.timeout=600 "$$nb"; \
+	  $(BIN)/python tools/stored_outputs.py record "$$(basename "$$md" .md)" \
+	    "$$(awk -v a="$$start" -v b="$$(date +%s.%N)" 'BEGIN { print b - a }')"; \
 	  $(BIN)/jupyter nbconvert --to notebook --inplace --log-level=WARN \
 	    --CoalesceStreamsPreprocessor.enabled=True "$$nb"; \
 	done
@@ -137,7 +160,7 @@ test: venv chromium
 
 # Unit and property tests of the engine (everything but notebooks and browser tests).
 test-engine: venv
-	@$(call pytest_stage,tests -m "not notebooks and not browser")
+	@$(call pytest_stage,$(PARALLEL) tests -m "not notebooks and not browser")
 
 # Re-run every executed notebook and compare its outputs with the stored ones, under a
 # floating-point environment other than the one `make notebooks` used (another OpenBLAS kernel,
@@ -150,7 +173,7 @@ test-notebooks: venv
 	@if compgen -G 'notebooks/*.ipynb' > /dev/null; then \
 	  if [ -n '$(NBVAL_NATIVE)' ]; then perturb=''; else perturb="$$($(BIN)/python tests/perturbed_fp_env.py)"; fi; \
 	  echo "nbval under: $${perturb:-its own floating-point environment (NBVAL_NATIVE=1)}" | tr '\n' ' '; echo; \
-	  env $$perturb $(BIN)/pytest -ra $(NBVAL_ARGS) $(NBVAL_NOTEBOOKS); \
+	  env $$perturb $(BIN)/pytest -ra $(PARALLEL) --dist loadfile $(NBVAL_ARGS) $(NBVAL_NOTEBOOKS); \
 	else \
 	  echo 'notebooks/ holds no .ipynb yet: nothing for nbval to compare.'; \
 	fi
@@ -159,15 +182,17 @@ test-notebooks: venv
 test-pairing: venv
 	$(BIN)/pytest -ra tests -m notebooks
 
-# The book builds with every warning an error, broken references included. It starts from an
-# empty output folder, so no page of a removed or renamed chapter survives into the browser test.
+# Both editions build with every warning an error, broken references included (-W -n --keep-going),
+# from the outputs that test-notebooks has just reproduced (nothing is executed again). It starts from an empty output
+# folder, so no page of a removed or renamed chapter survives into the browser test.
 test-build: venv
 	rm -rf $(HTML)
-	$(BIN)/jupyter-book build . -W -n --keep-going --all
+	$(BIN)/python tools/stored_outputs.py seed
+	$(BIN)/python tools/build_book.py --strict
 
 # Every built page in headless Chromium: offline, math typeset, images and links sound.
 test-browser: venv chromium
-	$(BIN)/pytest -ra -rP tests -m browser
+	$(BIN)/pytest -ra -rP $(PARALLEL) tests -m browser
 
 # ---------------------------------------------------------------------------------------
 # Benchmarks: scripts that print ratios measured side by side, and fail when a target is missed.

@@ -15,6 +15,7 @@ Exercises must come with solutions that are collapsed dropdowns.
 """
 
 import functools
+import json
 import http.server
 import re
 import threading
@@ -39,8 +40,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 NOT_PAGES = {"_static", "_sources", "_images", "_downloads"}
-# index.html only redirects to the first page; test_landing_page_redirects covers it.
-REDIRECTS = {"index.html"}
+# index.html of each edition only redirects to its first page; test_landing_page_redirects covers it.
+REDIRECTS = {"index.html", "ko/index.html"}
 MATHJAX_TIMEOUT_MS = 30_000
 
 # Console errors that are not the book's fault. Each entry: (regex on the message, reason).
@@ -53,7 +54,7 @@ def built_pages():
         return []
     pages = (p.relative_to(HTML_DIR) for p in HTML_DIR.rglob("*.html"))
     return sorted(p.as_posix() for p in pages
-                  if p.parts[0] not in NOT_PAGES and p.as_posix() not in REDIRECTS)
+                  if not NOT_PAGES.intersection(p.parts) and p.as_posix() not in REDIRECTS)
 
 
 PAGES = built_pages()
@@ -276,10 +277,25 @@ def test_no_external_resources_in_html():
         pytest.fail("the book fetches from outside:\n  - " + "\n  - ".join(problems), pytrace=False)
 
 
-def test_landing_page_redirects(offline):
-    page = offline.open("index.html")
-    page.wait_for_url(re.compile(r"/book/intro\.html$"), timeout=10_000)
-    assert not offline.blocked, f"index.html: blocked requests {offline.blocked}"
+@pytest.mark.parametrize("edition", ["", "ko/"])
+def test_landing_page_redirects(offline, edition):
+    page = offline.open(f"{edition}index.html")
+    page.wait_for_url(re.compile(rf"/{edition}book/intro\.html$"), timeout=10_000)
+    assert not offline.blocked, f"{edition}index.html: blocked requests {offline.blocked}"
+
+
+def test_every_page_links_to_its_counterpart_in_the_other_edition():
+    """Page for page at the same relative path, each linking to the other (book_editions)."""
+    english = [p for p in PAGES if not p.startswith("ko/")]
+    korean = {p[len("ko/"):] for p in PAGES if p.startswith("ko/")}
+    assert korean, "no Korean edition in _build/html/ko"
+    assert set(english) == korean, (f"pages only in English: {sorted(set(english) - korean)}; "
+                                    f"only in Korean: {sorted(korean - set(english))}")
+    for rel in english:
+        depth = "../" * rel.count("/")
+        for page, target in ((rel, f"{depth}ko/{rel}"), (f"ko/{rel}", f"{depth}../{rel}")):
+            text = (HTML_DIR / page).read_text(encoding="utf-8")
+            assert f'class="edition-switch"><a href="{target}"' in text, f"{page} does not link to {target}"
 
 
 @pytest.mark.parametrize("rel", PAGES)
@@ -320,3 +336,48 @@ def test_solutions_are_collapsed_dropdowns(offline, rel):
     unsolved = [e for e in exercises if e not in solved]
     assert exercises, f"{rel}: no exercise found"
     assert not unsolved, f"{rel}: exercises without a solution: {unsolved}"
+
+
+
+ANIMATION_PAGES = [p for p in PAGES if 'class="animation-player"' in (HTML_DIR / p).read_text(encoding="utf-8")]
+
+
+@pytest.mark.parametrize("rel", ANIMATION_PAGES or [pytest.param(None, marks=pytest.mark.skip(
+    reason="no built page has an animation yet"))])
+def test_animations_play_offline(offline, rel):
+    """Every animation player shows its first frame, and pressing play moves it on (no request out)."""
+    page = offline.open(rel)
+    players = page.locator("div.animation-player")
+    assert players.count() > 0, f"{rel}: no player found"
+    for i in range(players.count()):
+        player = players.nth(i)
+        player.scroll_into_view_if_needed()
+        image = player.locator("img").first.element_handle()
+        page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image, timeout=10_000)
+        first = image.get_attribute("src")
+        player.locator("button[data-action='play']").click()
+        page.wait_for_function("([img, src]) => img.src !== src", arg=[image, first], timeout=10_000)
+        player.locator("button[data-action='pause']").click()
+        slider = player.locator("input[type=range]")
+        shown, last = int(slider.input_value()), int(slider.get_attribute("max"))
+        assert shown > 0, f"{rel}: player {i + 1}'s slider did not follow the frames"
+        counter = player.locator(".animation-counter").inner_text()
+        assert counter == f"{shown + 1} / {last + 1}", f"{rel}: player {i + 1} says {counter!r}"
+    assert not offline.blocked, f"{rel}: blocked requests {offline.blocked}"
+    assert not console_problems(offline.console_errors), f"{rel}: {offline.console_errors}"
+
+
+@pytest.mark.parametrize("query, particle_form", [("오차", "오차를"), ("미분방정식", "미분방정식은")])
+def test_korean_search_finds_a_word_without_its_particle(offline, query, particle_form):
+    """Sphinx has no Korean search: without book_editions' stemmer "오차" would not find "오차를"."""
+    index = (HTML_DIR / "ko" / "searchindex.js").read_text(encoding="utf-8")
+    terms = json.loads(index[index.index("(") + 1: index.rindex(")")])["terms"]
+    assert query in terms, f"{query!r} is not in the Korean search index"
+    assert particle_form not in terms, f"{particle_form!r} was indexed with its particle"
+    page = offline.open(f"ko/search.html?q={query}")
+    page.wait_for_function("() => document.querySelectorAll('#search-results li').length > 0"
+                           " || /0/.test((document.querySelector('#search-results p') || {}).textContent || '')",
+                           timeout=20_000)
+    found = page.locator("#search-results li").count()
+    assert found > 0, f"searching the Korean edition for {query!r} found nothing"
+    assert not offline.blocked, f"search: blocked requests {offline.blocked}"

@@ -10,7 +10,8 @@ open and check.  The public surface:
   ``f.params``, ``f.vjp``); :mod:`neuralode.models` the models built on a solve (ResNet, ODE-Net);
 * :mod:`neuralode.params` flattens a model's parameters into one vector and back;
 * :mod:`neuralode.data` makes toy data sets; :mod:`neuralode.train` holds losses and the loop ``fit``;
-* :mod:`neuralode.checks` holds finite differences, the dot-product test and observed orders.
+* :mod:`neuralode.checks` holds finite differences, the dot-product test and observed orders;
+* :mod:`neuralode.plotting` shows the chapters' animations as players that work offline.
 """
 
 from . import checks, implicit, nn, optim, params, stepsize, tableaux
@@ -18,10 +19,10 @@ from .errors import ConvergenceError, IntegrationError, NonFiniteError, StepSize
 from .gradients import odeint_vjp
 from .solver import ODESolution, integrate, odeint
 from .tableaux import IMPLICIT_TABLEAUX, TABLEAUX, ButcherTableau
-from . import cnf, data, latent, models, regularise, train
+from . import cnf, data, latent, models, plotting, regularise, train
 
 __all__ = [
     "ButcherTableau", "ConvergenceError", "IMPLICIT_TABLEAUX", "IntegrationError", "NonFiniteError", "ODESolution",
     "StepSizeUnderflowError", "TABLEAUX", "TooManyStepsError", "checks", "integrate", "nn", "odeint", "odeint_vjp", "optim", "stepsize", "tableaux",
 ]
-__all__ += ["cnf", "data", "models", "params", "train"]
+__all__ += ["cnf", "data", "models", "params", "plotting", "train"]

@@ -1,0 +1,36 @@
+"""Record how long nbval takes to re-execute each notebook, for the execution-statistics page.
+
+`make test` executes every chapter once, here, and then builds the book from the stored outputs
+(tools/stored_outputs.py): this run is then each chapter's most recent execution, and the time the
+statistics page shows and the budget test reads (tests/test_execution_budget.py). The time of a
+notebook is the sum of the setup, call and teardown of its cells (kernel start included), written to
+_build/nbval_times.json when the session ends.
+"""
+
+import importlib.util
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+_DURATIONS = defaultdict(float)
+
+
+def _stored_outputs():
+    spec = importlib.util.spec_from_file_location("stored_outputs", ROOT / "tools" / "stored_outputs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def pytest_runtest_logreport(report):
+    path = report.nodeid.split("::", 1)[0]
+    if path.endswith(".ipynb"):
+        _DURATIONS[Path(path).stem] += report.duration
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if hasattr(session.config, "workerinput") or not _DURATIONS or exitstatus != 0:
+        return          # a pytest-xdist worker (the controller writes), no notebook, or a failure
+    stored_outputs = _stored_outputs()
+    for stem, seconds in sorted(_DURATIONS.items()):
+        stored_outputs.store_run(stored_outputs.NBVAL_TIMES, stem, seconds)

@@ -1,0 +1,47 @@
+"""The Korean edition's helpers (tools/sphinxext/book_editions.py): the search stemmer, which messages
+need translating, and reading a catalogue's states."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("book_editions", ROOT / "tools" / "sphinxext" / "book_editions.py")
+book_editions = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(book_editions)
+
+
+@pytest.mark.parametrize("word, stem", [
+    ("오차를", "오차"), ("오차가", "오차"), ("오차", "오차"), ("오차에서는", "오차"), ("미분방정식은", "미분방정식"),
+    ("상미분방정식의", "상미분방정식"), ("신경망으로", "신경망"), ("기울기들을", "기울기"), ("것은", "것"),
+    ("이", "이"), ("는", "는"), ("Euler", "Euler"), ("odeint", "odeint"), ("h를", "h"),
+])
+def test_korean_stem(word, stem):
+    assert book_editions.korean_stem(word) == stem
+
+
+def test_the_javascript_stemmer_uses_the_same_particles():
+    code = book_editions.SearchKorean.js_stemmer_code
+    assert all(f'"{p}"' in code for p in book_editions.PARTICLES)
+    lengths = [len(p) for p in book_editions.PARTICLES]
+    assert lengths == sorted(lengths, reverse=True), "longest particles must be tried first"
+
+
+@pytest.mark.parametrize("message, needed", [
+    ("The Euler polygon against the exact solution", True),
+    ("$\\dd{z}{t} = z$", False), ("`ne.odeint`", False), ("{numref}`fig-ch03-euler`", False),
+    ("0.25", False), ("$h$ | 0.1 | 2.5e-3", False), ("ResNet", True),
+])
+def test_needs_translation(message, needed):
+    assert book_editions.needs_translation(message) is needed
+
+
+def test_read_catalogue_states(tmp_path):
+    po = tmp_path / "page.po"
+    po.write_text('msgid ""\nmsgstr ""\n"Content-Type: text/plain; charset=utf-8\\n"\n\n'
+                  'msgid "Done"\nmsgstr "완료"\n\n#, fuzzy\nmsgid "Changed"\nmsgstr "바뀜"\n\n'
+                  'msgid "Open"\nmsgstr ""\n', encoding="utf-8")
+    catalogue = book_editions.read_catalogue(po)
+    assert catalogue == {"Done": ("완료", False), "Changed": ("바뀜", True), "Open": ("", False)}
+    assert book_editions.read_catalogue(tmp_path / "missing.po") == {}

@@ -1,0 +1,225 @@
+"""The book's editions: English, and Korean translated from it by gettext catalogues.
+
+One source, two editions. The English chapters are the source of truth; the Korean edition is built
+from them with the translations in ``locale/ko/LC_MESSAGES/<docname>.po`` applied by Sphinx (a
+sentence whose translation is missing, or marked fuzzy because the English changed, shows in
+English). This extension adds what Sphinx does not do by itself:
+
+* every page links to its counterpart in the other edition (same relative path, under ``ko/``);
+* a Korean page that is not wholly translated says so in one line at its top;
+* the Korean build writes ``translation_status.json``: for every page, how many of its messages are
+  translated, and which are fuzzy or missing, read against the current English sources (so a
+  changed English sentence counts as untranslated even before the catalogue is updated);
+* search in Korean: Sphinx 7.4 has no Korean search language, so words keep their particles
+  ("오차를") and a query for "오차" finds nothing. :class:`SearchKorean` strips common particles and
+  endings from indexed words and, with the same rules in JavaScript, from query words.
+
+Configuration (``_config.yml``, ``sphinx: config:``): ``language`` (set per edition by
+``tools/build_book.py``), ``locale_dirs``, ``gettext_compact: false``, and
+``edition_complete_pages``: the pages a translated edition must hold wholly translated.
+"""
+
+import json
+import re
+from pathlib import Path
+
+from docutils import nodes
+from sphinx.search import SearchLanguage
+from sphinx.util import logging
+from sphinx.util.nodes import extract_messages
+
+logger = logging.getLogger(__name__)
+
+EDITIONS = {"en": ("English", ""), "ko": ("한국어", "ko/")}
+"""Each edition's language code, its name in its own language, and its folder under the HTML root."""
+
+NOTES = {
+    "untranslated": "이 페이지는 아직 한국어로 옮기지 않았습니다. 영어 원문을 그대로 보여 드립니다.",
+    "partial": "이 페이지는 일부만 한국어로 옮겼습니다. 번역되지 않은 {missing}개 문단은 영어 원문으로 보입니다.",
+}
+
+# ---------------------------------------------------------------------------------------------
+# Korean search: particles and endings stripped from the end of a word
+
+
+PARTICLES = sorted("""
+은 는 이 가 을 를 의 에 에서 에게 께 께서 로 으로 와 과 도 만 까지 부터 보다 처럼 만큼 마다 조차 이나 나
+이며 며 이고 이란 란 이라 라 이라는 라는 이라고 라고 으로는 로는 에는 에서는 에도 에서도 과의 와의 으로의 로의
+에서의 에게는 이다 입니다 이며 인 이든 든 이요 요 들 들은 들이 들을 들의 들에 들도 들과 들로
+""".split(), key=len, reverse=True)
+"""Particles and endings, longest first; a word loses the longest one it ends with."""
+
+MIN_STEM = 1
+"""Characters a stem keeps at least: a word that is only a particle ("이") stays as it is."""
+
+
+def korean_stem(word):
+    """``word`` without its trailing particle (``"오차를" -> "오차"``); other words unchanged."""
+    if not re.search(r"[\uac00-\ud7a3]$", word):
+        return word
+    for particle in PARTICLES:
+        if word.endswith(particle) and len(word) - len(particle) >= MIN_STEM:
+            return word[: -len(particle)]
+    return word
+
+
+_JS_STEMMER = """
+var KoreanParticles = %(particles)s;
+function Stemmer() {
+  this.stemWord = function (word) {
+    if (!/[\\uac00-\\ud7a3]$/.test(word)) { return word; }
+    for (var i = 0; i < KoreanParticles.length; i++) {
+      var p = KoreanParticles[i];
+      if (word.length - p.length >= %(min_stem)d && word.slice(-p.length) === p) {
+        return word.slice(0, word.length - p.length);
+      }
+    }
+    return word;
+  };
+}
+"""
+
+
+class SearchKorean(SearchLanguage):
+    """Sphinx's search index in Korean: words split at spaces and punctuation, particles stripped."""
+
+    lang = "ko"
+    language_name = "Korean"
+    js_stemmer_rawcode = None
+    js_stemmer_code = _JS_STEMMER % {"particles": json.dumps(PARTICLES, ensure_ascii=False),
+                                     "min_stem": MIN_STEM}
+    stopwords = set()
+
+    def stem(self, word):
+        return korean_stem(word.lower())
+
+
+# ---------------------------------------------------------------------------------------------
+# How much of each page is translated
+
+
+_MATH_OR_CODE = re.compile(r"\$\$.*?\$\$|\$[^$]*\$|`[^`]*`|\{[\w:-]+\}|\\[A-Za-z]+|https?://\S+", re.S)
+
+
+def needs_translation(message):
+    """Whether a message has words to translate (not only math, code, references or numbers)."""
+    return bool(re.search(r"[A-Za-z]{2,}", _MATH_OR_CODE.sub(" ", message)))
+
+
+def read_catalogue(path):
+    """``{msgid: (msgstr, fuzzy)}`` from a ``.po`` file (an empty dict if there is none)."""
+    if not path.is_file():
+        return {}
+    from babel.messages.pofile import read_po
+
+    with path.open("rb") as handle:
+        catalogue = read_po(handle)
+    return {m.id: (m.string, m.fuzzy) for m in catalogue if m.id and isinstance(m.id, str)}
+
+
+def _catalogue(app, docname):
+    for folder in app.config.locale_dirs:
+        path = Path(app.srcdir, folder, app.config.language, "LC_MESSAGES", f"{docname}.po")
+        if path.is_file():
+            return read_catalogue(path)
+    return {}
+
+
+def record_translation(app, doctree):
+    """After reading a page of a translated edition, count its messages by state (env data)."""
+    if app.config.language == "en":
+        return
+    catalogue = _catalogue(app, app.env.docname)
+    status = {"translated": 0, "fuzzy": [], "untranslated": []}
+    for node, message in extract_messages(doctree):
+        if isinstance(node, nodes.math_block) or not needs_translation(message):
+            continue
+        msgstr, fuzzy = catalogue.get(message, ("", False))
+        if node.get("translated") or (msgstr and not fuzzy):
+            status["translated"] += 1
+        else:
+            status["fuzzy" if msgstr else "untranslated"].append(message[:120])
+    if not hasattr(app.env, "edition_status"):
+        app.env.edition_status = {}
+    app.env.edition_status[app.env.docname] = status
+
+
+def _purge(app, env, docname):
+    getattr(env, "edition_status", {}).pop(docname, None)
+
+
+def _merge(app, env, docnames, other):
+    if not hasattr(env, "edition_status"):
+        env.edition_status = {}
+    env.edition_status.update({d: s for d, s in getattr(other, "edition_status", {}).items() if d in docnames})
+
+
+def write_status(app, exception):
+    """Write ``translation_status.json`` into a translated edition's output folder, and warn about
+    every page of ``edition_complete_pages`` that is not wholly translated (an error in the strict
+    build, with the messages to translate)."""
+    if exception is not None or app.config.language == "en" or app.builder.format != "html":
+        return
+    status = dict(sorted(getattr(app.env, "edition_status", {}).items()))
+    Path(app.outdir, "translation_status.json").write_text(
+        json.dumps(status, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    for docname in app.config.edition_complete_pages:
+        page = status.get(docname)
+        if page is None:
+            logger.warning(f"edition_complete_pages names {docname!r}, which is not a page of the book")
+            continue
+        for state in ("fuzzy", "untranslated"):
+            if page[state]:
+                shown = "; ".join(repr(m[:60]) for m in page[state][:3])
+                logger.warning(f"{docname}: {len(page[state])} {state} message(s) in the {app.config.language} "
+                               f"edition, which must be complete (run `make translations`, then translate "
+                               f"them in locale/{app.config.language}/LC_MESSAGES/{docname}.po): {shown}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Links between the editions, and the note on untranslated pages
+
+
+def _counterpart(app, pagename):
+    """``(href, language code, name)`` of ``pagename`` in the other edition."""
+    up = "../" * pagename.count("/")
+    if app.config.language == "en":
+        other = "ko"
+        href = f"{up}{EDITIONS[other][1]}{pagename}.html"
+    else:
+        other = "en"
+        href = f"{up}../{pagename}.html"
+    return href, other, EDITIONS[other][0]
+
+
+def add_edition_links(app, pagename, templatename, context, doctree):
+    """Put the link to the other edition (and, in Korean, the translation note) above the page."""
+    if app.config.language not in EDITIONS or "body" not in context:
+        return
+    href, other, name = _counterpart(app, pagename)
+    link = (f'<p class="edition-switch"><a href="{href}" hreflang="{other}" lang="{other}">'
+            f"{name}</a></p>\n")
+    context["metatags"] = context.get("metatags", "") + (
+        f'\n<link rel="alternate" hreflang="{other}" href="{href}">')
+    note = ""
+    status = getattr(app.env, "edition_status", {}).get(pagename)
+    if status is not None:
+        missing = len(status["fuzzy"]) + len(status["untranslated"])
+        if missing and not status["translated"]:
+            note = NOTES["untranslated"]
+        elif missing:
+            note = NOTES["partial"].format(missing=missing)
+    if note:
+        link += f'<p class="edition-note">{note}</p>\n'
+    context["body"] = link + context["body"]
+
+
+def setup(app):
+    app.add_config_value("edition_complete_pages", [], "env")
+    app.add_search_language(SearchKorean)
+    app.connect("doctree-read", record_translation)
+    app.connect("env-purge-doc", _purge)
+    app.connect("env-merge-info", _merge)
+    app.connect("html-page-context", add_edition_links)
+    app.connect("build-finished", write_status)
+    return {"parallel_read_safe": True, "parallel_write_safe": True, "env_version": 1}
