@@ -19,7 +19,7 @@ import numpy as np
 
 from .errors import ConvergenceError, IntegrationError, NonFiniteError, StepSizeUnderflowError, TooManyStepsError
 from .implicit import ImplicitStepper, dynamics_jacobian
-from .stepsize import MIN_FACTOR, error_scale, rms_norm, select_initial_step, step_factor
+from .stepsize import MIN_FACTOR, error_scale, hold_step, rms_norm, select_initial_step, step_factor
 from .tableaux import IMPLICIT_TABLEAUX, TABLEAUX, ButcherTableau
 
 DEFAULT_MAX_NUM_STEPS = 100_000
@@ -420,9 +420,13 @@ class _StepControl:
         and the step size it will try), followed for an implicit method by the Linearisation the next
         step inherits.  Passing such a tuple as ``start`` resumes the solve there and repeats exactly
         the steps it took (checkpointing recomputes steps this way).
+
+        An implicit step is never longer than its growth guard allows, a failed Newton iteration is
+        retried like a rejected step, and a step that would grow only a little keeps its size, and its
+        factorisation (:func:`~neuralode.stepsize.hold_step`).
         """
         fun, tab, direction, t_end, m = self.problem.fun, self.problem.tableau, self.direction, self.t_end, self.m
-        rtol, atol, zero, s, q = self.rtol, self.atol, self.problem.zero, tab.stages, tab.error_order
+        rtol, atol, zero, s = self.rtol, self.atol, self.problem.zero, tab.stages
         if start is None:
             start = float(self.problem.t[0]), self.problem.y0, self.problem.f0, self._initial_step()
         tn, y, k0, h_abs, *carried = start
@@ -459,13 +463,23 @@ class _StepControl:
                 if ratio <= 1.0 and finite:
                     break
                 h_abs, rejected = self._reject(tn, h, ratio, finite, min_step, YK), True
-            # The next step's size; a last step cut short to end at t[-1] does not shrink it.
-            h_abs = max(abs(h) * step_factor(ratio, q, rejected), h_abs if t_new == t_end else 0.0)
+            h_abs = self._next_size(h, ratio, rejected, h_abs if t_new == t_end else 0.0)
             self.state = (t_new, y_new, (YK[s] if fsal else None), h_abs) + ((step.carry(),) if implicit else ())
             yield tn, t_new, h, YK, y_new, (step.used if implicit else None)
             tn, y, k0, scale = t_new, y_new, (YK[s] if fsal else None), scale_new
         self.attempts = attempts
         self.nfe += self.stage_evaluations()
+
+    def _next_size(self, h, ratio, rejected, at_least):
+        """The next step's size; ``at_least`` keeps a last step cut short to end at ``t[-1]`` from shrinking it.
+
+        An implicit method that keeps its Jacobian also keeps a step that would grow only a little,
+        and with it the factorisation (:func:`~neuralode.stepsize.hold_step`).
+        """
+        factor = step_factor(ratio, self.problem.tableau.error_order, rejected)
+        if self.problem.tableau.implicit and self.step.carry() is not None:
+            factor = hold_step(factor)
+        return max(abs(h) * factor, at_least)
 
     def stage_evaluations(self):
         """Evaluations of ``f`` in the attempted steps so far, beyond their first stages."""

@@ -93,6 +93,10 @@ class ButcherTableau:
     """Whether the last stage is ``f(t + h, y_new)``, so that it is the next step's first stage."""
     stages: int = field(init=False)
     """The number of stages ``s`` (function evaluations per step, before first-same-as-last reuse)."""
+    implicit: bool = field(init=False)
+    """Whether a stage depends on itself (a non-zero diagonal): then Newton's method finds it."""
+    gamma: float = field(init=False)
+    """The diagonal entry ``gamma`` shared by every implicit stage (``0.0`` for an explicit method)."""
 
     def __post_init__(self):
         for name in ("c", "a", "b", "b_err", "dense"):
@@ -101,6 +105,8 @@ class ButcherTableau:
                 object.__setattr__(self, name, _frozen(value, 2 if name in ("a", "dense") else 1))
         object.__setattr__(self, "stages", len(self.c))
         self._check_shapes()
+        object.__setattr__(self, "gamma", float(self.a[-1, -1]))
+        object.__setattr__(self, "implicit", self.gamma != 0.0)
         self._check_consistency()
         fsal = bool(np.allclose(self.a[-1], self.b, atol=_TOL, rtol=0) and self.c[-1] == 1.0)
         object.__setattr__(self, "fsal", fsal and self.stages > 1)
@@ -141,16 +147,6 @@ class ButcherTableau:
     def adaptive(self):
         """Whether the method carries an embedded error estimate."""
         return self.b_err is not None
-
-    @property
-    def implicit(self):
-        """Whether a stage depends on itself (a non-zero diagonal): then Newton's method finds it."""
-        return bool(self.a[-1, -1] != 0)
-
-    @property
-    def gamma(self):
-        """The diagonal entry ``gamma`` shared by every implicit stage (``0.0`` for an explicit method)."""
-        return float(self.a[-1, -1])
 
     @cached_property
     def predictor(self):
