@@ -208,6 +208,8 @@ class CountingDynamics:
 
     def __init__(self, f):
         self.f, self.nfe, self.nfe_vjp = f, 0, 0
+        if not callable(getattr(f, "jvp", None)):
+            self.jvp = None             # no JVP to pass on: implicit methods then difference f
 
     @property
     def params(self):

@@ -399,8 +399,7 @@ def stage_cotangent(vjp, t, Y, k_bar, lin):
         out = vjp(t, Y, w.reshape(shape))
         wJ = np.ravel(out[0])
         residual = k_bar - w + hg * wJ
-        size = np.linalg.norm(k_bar) + np.linalg.norm(w) + hg * np.linalg.norm(wJ)
-        if np.linalg.norm(residual) <= ADJOINT_TOL * size:
+        if _small(residual, k_bar, w, hg * wJ):
             return out, sweep
         w = w + lin.solve(residual, transposed=True)
     rows = np.array([np.ravel(vjp(t, Y, e.reshape(shape))[0]) for e in np.eye(k_bar.size)])
@@ -445,8 +444,14 @@ def stage_tangent(jvp, t, Y, rhs, lin):
     for _ in range(ADJOINT_MAX_ITER):
         Jx = np.ravel(jvp(t, Y, x.reshape(shape)))
         residual = rhs - x + hg * Jx
-        if np.linalg.norm(residual) <= ADJOINT_TOL * (np.linalg.norm(rhs) + np.linalg.norm(x) + hg * np.linalg.norm(Jx)):
+        if _small(residual, rhs, x, hg * Jx):
             return x
         x = x + lin.solve(residual)
     columns = np.array([np.ravel(jvp(t, Y, e.reshape(shape))) for e in np.eye(rhs.size)]).T
     return np.linalg.solve(np.eye(rhs.size) - hg * columns, rhs)
+
+
+def _small(residual, *terms):
+    """Whether ``residual`` is below :data:`ADJOINT_TOL` times the sizes of the ``terms`` it is made of."""
+    size = sum(math.sqrt(abs(term.dot(term))) for term in terms)
+    return math.sqrt(residual.dot(residual)) <= ADJOINT_TOL * size
