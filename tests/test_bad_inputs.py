@@ -232,6 +232,11 @@ MODEL_CASES = [
     (lambda: models.ODENet(nn.MLP([3, 8, 3]), 2, 2), ValueError, "dim \\+ extra"),
     (lambda: models.ODENet(nn.MLP([2, 8, 2]), 2, 2, extra=-1), ValueError, "extra must be"),
     (lambda: models.ODENet(None, 2, 2), TypeError, "field must be dynamics"),
+    (lambda: nn.ScaledField(nn.MLP([2, 2]), [1.0, np.nan]), ValueError, "scale must be a finite number"),
+    (lambda: nn.ScaledField(nn.MLP([2, 2]), np.ones((2, 2))), ValueError, "scale must be a finite number"),
+    (lambda: nn.ScaledField(nn.MLP([2, 2]), "big"), ValueError, "scale must be a finite number"),
+    (lambda: nn.ScaledField(nn.MLP([2, 2]), [1.0, 2.0, 3.0]), ValueError, "scale has 3 entries; the field has 2"),
+    (lambda: nn.ScaledField(lambda t, y: y, 2.0), TypeError, "field must follow the dynamics protocol"),
 ]
 
 

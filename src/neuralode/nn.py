@@ -295,9 +295,16 @@ class ScaledField:
     def __init__(self, field, scale):
         if not callable(field) or not callable(getattr(field, "vjp", None)):
             raise TypeError("field must follow the dynamics protocol: field(t, y), field.params, field.vjp")
-        scale = np.asarray(scale, dtype=float)
+        given = scale
+        try:
+            scale = np.asarray(scale, dtype=float)
+        except (TypeError, ValueError):
+            scale = np.array([np.nan])
         if scale.ndim > 1 or not np.all(np.isfinite(scale)):
-            raise ValueError(f"scale must be a finite number or a 1-D array of them, got {scale!r:.60}")
+            raise ValueError(f"scale must be a finite number or a 1-D array of them, got {given!r:.60}")
+        outputs = getattr(field, "sizes", [None])[-1]
+        if scale.ndim == 1 and outputs is not None and scale.size not in (1, outputs):
+            raise ValueError(f"scale has {scale.size} entries; the field has {outputs} outputs")
         self.field, self.scale = field, scale
         if not callable(getattr(field, "jvp", None)):
             self.jvp = None             # nothing to scale: implicit methods difference f instead
