@@ -609,7 +609,17 @@ def integrate(func, y0, t, *, method="dopri5", rtol=1e-7, atol=1e-9, step_size=N
     """Solve ``dy/dt = func(t, y)``, ``y(t[0]) = y0``, and report what it cost.
 
     The arguments are those of :func:`odeint`.  Returns an :class:`ODESolution` whose ``ys`` is what
-    ``odeint`` returns, together with the number of function evaluations (NFE) and the steps taken.
+    ``odeint`` returns, together with the number of function evaluations (NFE) and the steps taken,
+    and for implicit methods the Jacobians formed (``n_jac``) and factorisations (``n_lu``).
+
+    Example:
+        A state pulled towards cos(t) at the rate 10^4 (stiff), which ``dopri5`` would cross in
+        thousands of steps:
+
+        >>> sol = integrate(lambda t, y: -1e4 * (y - np.cos(t)), np.ones(1), [0.0, 1.0], method="kvaerno3",
+        ...                 rtol=1e-6, atol=1e-9)
+        >>> bool(sol.n_steps < 30), sol.n_jac, bool(abs(sol.ys[-1, 0] - np.cos(1.0)) < 1e-4)
+        (True, 1, True)
     """
     problem = prepare(func, y0, t, method, rtol, atol, step_size, max_num_steps)
     if problem.tableau.adaptive and problem.step_size is None:
@@ -626,7 +636,10 @@ def odeint(func, y0, t, *, method="dopri5", rtol=1e-7, atol=1e-9, step_size=None
         y0: the initial state, an array of any shape (a batch is just a leading axis); float64.
         t: a 1-D, finite, strictly increasing or strictly decreasing array of output times.
         method: ``"euler"``, ``"midpoint"``, ``"heun"``, ``"rk4"`` (fixed step), ``"bosh3"`` or
-            ``"dopri5"`` (adaptive), or any :class:`~neuralode.tableaux.ButcherTableau`.
+            ``"dopri5"`` (adaptive), or any :class:`~neuralode.tableaux.ButcherTableau`; for stiff
+            problems the implicit ``"implicit_euler"`` (fixed step), ``"kvaerno3"`` or ``"kvaerno5"``
+            (adaptive), whose Jacobian comes from ``func.jvp`` (or ``func.jacobian``) where ``func``
+            offers it and from finite differences of ``func`` otherwise.
         rtol, atol: tolerances of the adaptive methods' error control.
         step_size: for fixed-step methods, ``None`` takes one step per interval of ``t``; a number
             cuts each interval into the fewest equal steps no longer than it.  Given to an adaptive
