@@ -338,3 +338,444 @@ def test_check_int(value, error, phrase):
 def test_check_number(value, error):
     with pytest.raises(error, match="x must be"):
         check_number("x", value)
+
+
+class Fall:
+    """A ball in free fall under the dynamics protocol (parameter: gravity)."""
+
+    params = [np.array([9.81])]
+
+    def __call__(self, t, z):
+        return np.array([z[1], -self.params[0][0]])
+
+    def vjp(self, t, z, v):
+        return np.array([0.0, v[0]]), [np.array([-v[1]])], 0.0
+
+
+class EventWithVJP:
+    """An event function ``g = z[0] - c`` whose vjp returns what ``kind`` says."""
+
+    def __init__(self, kind="good"):
+        self.params, self.kind = [np.array([0.5])], kind
+
+    def __call__(self, t, z):
+        return z[0] - self.params[0][0]
+
+    def vjp(self, t, z, v):
+        good = (np.array([v, 0.0]), [np.array([-v])], 0.0)
+        return {"good": good, "pair": good[:2], "shape": (np.array([v]), good[1], 0.0),
+                "params": (good[0], [], 0.0), "param_shape": (good[0], [np.array([[-v]])], 0.0),
+                "t": (good[0], good[1], np.zeros(2)), "nan": (np.array([np.nan, 0.0]), good[1], 0.0)}[self.kind]
+
+
+class ParamsWithoutVJP:
+    params = [np.array([0.5])]
+
+    def __call__(self, t, z):
+        return z[0]
+
+
+FALL_Z0 = np.array([1.0, 2.0])
+
+EVENT_CASES = [
+    (dict(event_fn=None), ValueError, "event_fn must be callable"),
+    (dict(event_fn=lambda t, z: z), ValueError, r"event_fn\(t, y\) returned float64 of shape \(2,\)"),
+    (dict(event_fn=lambda t, z: z[:1]), ValueError, "it must return one real number"),
+    (dict(event_fn=lambda t, z: z[0] > 0), ValueError, "returned a boolean"),
+    (dict(event_fn=lambda t, z: "x"), ValueError, "event_fn"),
+    (dict(event_fn=lambda t, z: None), ValueError, "event_fn"),
+    (dict(event_fn=lambda t, z: np.nan), ne.NonFiniteError, r"event_fn\(t, y\) returned nan"),
+    (dict(event_fn=lambda t, z: z[0] if t < 0.5 else np.inf), ne.NonFiniteError, "returned inf"),
+    (dict(event_fn=lambda t, z: z[0] if t < 0.5 else z), ValueError, r"returned float64 of shape \(2,\) at t ="),
+    (dict(direction=2), ValueError, "direction must be -1"),
+    (dict(direction=True), ValueError, "direction must be -1"),
+    (dict(direction="up"), ValueError, "direction must be -1"),
+    (dict(t0=np.nan), ValueError, "t0 must be finite"),
+    (dict(t0="0"), TypeError, "t0 must be a real number"),
+    (dict(t0=1e301), ValueError, "too large for a search without t_max"),
+    (dict(t_max=0.0), ValueError, "t_max must be later than t0"),
+    (dict(t_max=-1.0), ValueError, "t_max must be later than t0"),
+    (dict(t_max=np.inf), ValueError, "t_max must be finite"),
+    (dict(method="rk4"), ValueError, "'rk4' takes fixed steps: give step_size"),
+    (dict(method="rk9"), ValueError, "unknown method"),
+    (dict(rtol=-1.0), ValueError, "rtol must be finite and positive"),
+    (dict(y0=[np.nan, 1.0]), ValueError, "y0 must contain only finite"),
+    (dict(func=lambda t, z: z[:1]), ValueError, r"func\(t, y\) returned"),
+    (dict(func=lambda t, z: z * 1e300, event_fn=lambda t, z: z[0] - 1e305), ne.IntegrationError,
+     "integration failed at t ="),
+    (dict(event_fn=lambda t, z: z[0] + 100.0, t_max=3.0), ne.EventNotFoundError, "did not cross zero before t_max = 3"),
+    (dict(event_fn=lambda t, z: 1.0 + z[0] ** 2, max_num_steps=50), ne.EventNotFoundError,
+     "did not cross zero within max_num_steps"),
+    (dict(event_fn=lambda t, z: 1.0 + z[0] ** 2, method="euler", step_size=1e-3, max_num_steps=50),
+     ne.EventNotFoundError, "did not cross zero within max_num_steps"),
+]
+
+
+@pytest.mark.parametrize("changes, error, phrase", EVENT_CASES)
+def test_odeint_event_refuses(changes, error, phrase):
+    args = {"func": Fall(), "y0": FALL_Z0, "t0": 0.0, "event_fn": lambda t, z: z[0], **changes}
+    with pytest.raises(error, match=phrase):
+        ne.odeint_event(args.pop("func"), args.pop("y0"), args.pop("t0"), **args)
+
+
+EVENT_VJP_CASES = [
+    (dict(func=lambda t, z: -z), ValueError, "f must follow the dynamics protocol"),
+    (dict(event_fn=ParamsWithoutVJP()), ValueError, "event_fn has params but no method vjp"),
+    (dict(event_fn=EventWithVJP("pair")), ValueError, r"event_fn.vjp\(t, y, v\) does not follow the protocol: it must"),
+    (dict(event_fn=EventWithVJP("shape")), ValueError, r"its first element has shape \(1,\)"),
+    (dict(event_fn=EventWithVJP("params")), ValueError, "its second element must be a list of 1 arrays"),
+    (dict(event_fn=EventWithVJP("param_shape")), ValueError, "its parameter cotangents have shapes"),
+    (dict(event_fn=EventWithVJP("t")), ValueError, r"its third element \(v \* dg/dt\) has shape \(2,\)"),
+    (dict(event_fn=EventWithVJP("nan")), ValueError, "it returned a non-finite value"),
+    (dict(gradient="exact"), ValueError, "gradient must be one of"),
+    (dict(gradient=None), ValueError, "gradient must be one of"),
+    (dict(checkpoints_per_step=3), TypeError, r"unknown options \['checkpoints_per_step'\]"),
+    (dict(norm="max", gradient="adjoint"), ValueError, "norm must be one of"),
+    (dict(direction=-2), ValueError, "direction must be -1"),
+]
+
+
+@pytest.mark.parametrize("changes, error, phrase", EVENT_VJP_CASES)
+def test_odeint_event_vjp_refuses(changes, error, phrase):
+    args = {"func": Fall(), "y0": FALL_Z0, "t0": 0.0, "event_fn": EventWithVJP(), **changes}
+    with pytest.raises(error, match=phrase):
+        ne.odeint_event_vjp(args.pop("func"), args.pop("y0"), args.pop("t0"), **args)
+
+
+@pytest.mark.parametrize("t_bar, y_bar, error, phrase", [
+    (np.nan, np.zeros(2), ValueError, "t_bar must be finite"),
+    ("1", np.zeros(2), TypeError, "t_bar must be a real number"),
+    (np.ones(1), np.zeros(2), TypeError, "t_bar must be a real number"),
+    (1.0, np.zeros(3), ValueError, r"y_bar must have the shape of y_event, \(2,\)"),
+    (1.0, np.zeros((1, 2)), ValueError, r"y_bar must have the shape of y_event"),
+    (1.0, np.array([np.inf, 0.0]), ValueError, "y_bar must contain only finite"),
+])
+def test_event_pullback_refuses(t_bar, y_bar, error, phrase):
+    _, pullback = ne.odeint_event_vjp(Fall(), FALL_Z0, 0.0, event_fn=lambda t, z: z[0])
+    with pytest.raises(error, match=phrase):
+        pullback(t_bar, y_bar)
+
+
+def test_event_pullback_refuses_a_grazing_event():
+    apex_time = 2.0 / 9.81
+    level = 1.0 + 2.0**2 / (2 * 9.81) * (1 - 1e-13)
+    _, pullback = ne.odeint_event_vjp(Fall(), FALL_Z0, 0.0, event_fn=lambda t, z: z[0] - level, t_max=apex_time)
+    with pytest.raises(ne.GrazingEventError, match="is grazing: event_fn crosses zero at the rate"):
+        pullback(1.0, np.zeros(2))
+
+
+# ---------------------------------------------------------------------------------------------------
+# The newer surface: gradient modes and options, cnf, latent, regularise, checks, the newer samplers
+# ---------------------------------------------------------------------------------------------------
+
+from neuralode import checks, cnf, latent, regularise  # noqa: E402
+
+MODES = ["adjoint", "backprop", "checkpoint", "interpolated"]
+
+
+def vjp_problem():
+    rng = np.random.default_rng(0)
+    f = nn.MLP([2, 8, 2], rng=rng)
+    return f, rng.standard_normal((3, 2)), np.array([0.0, 0.4, 1.0]), rng.standard_normal((3, 3, 2))
+
+
+@pytest.mark.parametrize("gradient", MODES)
+def test_stale_pullback_is_refused(gradient):
+    """Class 1: parameters updated in place between the solve and its pullback."""
+    f, y0, t, weights = vjp_problem()
+    _, pullback = ne.odeint_vjp(f, y0, t, gradient=gradient)
+    for p in f.params:
+        p -= 0.3 * np.sign(p)
+    with pytest.raises(ValueError, match=r"f\.params changed after the forward solve .*Call the pullback before"):
+        pullback(weights)
+
+
+OPTION_CASES = [
+    (dict(gradient="backprop", norm="full"), ValueError, "norm='full' is not an option of gradient='backprop'"),
+    (dict(gradient="backprop", carry_step=False), ValueError, "carry_step=False is not an option of gradient='backprop'"),
+    (dict(gradient="checkpoint", norm="seminorm"), ValueError, "norm='seminorm' is not an option of gradient='checkpoint'"),
+    (dict(gradient="checkpoint", reset_state=False), ValueError, "reset_state=False is not an option"),
+    (dict(gradient="interpolated", reset_state=False), ValueError, "reset_state=False is not an option"),
+    (dict(gradient="adjoint", checkpoints=3), ValueError, "checkpoints=3 is not an option of gradient='adjoint'"),
+    (dict(gradient="interpolated", checkpoints=0), ValueError, "checkpoints must be an integer >= 1, 'sqrt' or None"),
+    (dict(gradient="checkpoint", checkpoints="all"), ValueError, "checkpoints must be an integer"),
+    (dict(norm="max"), ValueError, "norm must be one of"),
+    (dict(gradient="adjoint", atol=0.0), ValueError, "atol must be positive for gradient='adjoint'"),
+    (dict(gradient="interpolated", atol=np.array([1e-9, 0.0])), ValueError, "atol must be positive"),
+    (dict(gradient="adjont"), ValueError, "gradient must be one of"),
+]
+
+
+@pytest.mark.parametrize("options, error, phrase", OPTION_CASES)
+def test_odeint_vjp_options_follow_one_rule(options, error, phrase):
+    """Classes 2 and 3: an option a mode does not use, and atol = 0 where the backward state starts at 0."""
+    f, y0, t, _ = vjp_problem()
+    with pytest.raises(error, match=phrase):
+        ne.odeint_vjp(f, y0, t, **options)
+
+
+@pytest.mark.parametrize("options", [dict(norm="full"), dict(carry_step=False), dict(reset_state=False),
+                                     dict(gradient="checkpoint", checkpoints=2), dict(gradient="interpolated",
+                                                                                      checkpoints="sqrt")])
+def test_odenet_with_gradient_options_still_runs_forward(options):
+    """Class 2: forward(), flow() and the accuracy of an ODENet built with odeint_vjp-only options."""
+    x, labels = np.random.default_rng(1).standard_normal((5, 2)), np.array([0, 1, 2, 1, 0])
+    net = models.ODENet(nn.MLP([2, 8, 2]), 2, 3, **options)
+    logits = net.forward(x)
+    assert logits.shape == (5, 3) and net.flow(x, [0.0, 0.5, 1.0]).shape == (3, 5, 2)
+    assert 0.0 <= train.accuracy(logits, labels) <= 1.0
+    assert np.allclose(net.forward_vjp(x)[0], logits, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("options, error, phrase", [
+    (dict(gradient="backprop", norm="full"), ValueError, "norm='full' is not an option of gradient='backprop'"),
+    (dict(bogus=1), TypeError, "unknown option"),
+    (dict(method="rk5"), ValueError, "unknown method"),
+    (dict(rtol=-1.0), ValueError, "rtol must be finite and positive"),
+])
+def test_odenet_checks_its_solver_options_when_built(options, error, phrase):
+    with pytest.raises(error, match=phrase):
+        models.ODENet(nn.MLP([2, 8, 2]), 2, 3, **options)
+
+
+class Transposing:
+    """MLP dynamics with one of f(t, z), f.vjp or f.value_and_vjp returning the wrong thing."""
+
+    def __init__(self, broken):
+        self.net, self.broken = nn.MLP([2, 8, 2]), broken
+        self.params = self.net.params
+
+    def __call__(self, t, z):
+        out = self.net(t, z)
+        return out.T if self.broken == "call" else out
+
+    def vjp(self, t, z, v):
+        z_bar, params_bar, t_bar = self.net.vjp(t, z, v)
+        if self.broken == "vjp":
+            return z_bar.T, params_bar, t_bar
+        return z_bar, params_bar[:-1] if self.broken == "vjp drops" else params_bar, t_bar
+
+
+class TransposedValue(Transposing):
+    def value_and_vjp(self, t, y, v):
+        value, out = self.net.value_and_vjp(t, y, v)
+        return value.T, out
+
+
+Z0 = np.random.default_rng(2).standard_normal((3, 2))
+
+
+def kinetic_gradient(field):
+    reg = regularise.KineticEnergy(field, (3, 2))
+    ys, pullback = ne.odeint_vjp(reg, reg.pack(Z0), [0.0, 1.0])
+    return pullback(np.ones_like(ys))
+
+
+WRAPPER_CASES = [
+    (lambda: kinetic_gradient(Transposing("call")), ValueError, r"f\(t, z\) returned shape \(2, 3\)"),
+    (lambda: kinetic_gradient(Transposing("vjp")), ValueError, r"f\.vjp\(t, z, v\) does not follow .* shape \(2, 3\)"),
+    (lambda: kinetic_gradient(Transposing("vjp drops")), ValueError, r"f\.vjp\(t, z, v\) does not follow .*4 arrays"),
+    (lambda: ne.odeint_vjp(TransposedValue("none"), Z0, [0.0, 1.0])[1](np.ones((2, 3, 2))), ValueError,
+     r"f\.value_and_vjp\(t, y, v\)\[0\] returned shape \(2, 3\)"),
+    (lambda: ne.odeint_vjp(checks.CountingDynamics(decay), Y0, T), ValueError, r"it has no method f\.vjp"),
+    (lambda: regularise.KineticEnergy(nn.MLP([2, 2]), (2.5, 2)), ValueError, "shape must be a tuple of positive"),
+    (lambda: regularise.KineticEnergy(nn.MLP([2, 2]), (3, 2)).unpack(np.full(7, np.nan)), ValueError, "s must contain only finite"),
+]
+
+
+@pytest.mark.parametrize("make, error, phrase", WRAPPER_CASES)
+def test_wrappers_do_not_hide_the_wrapped_fields_mistakes(make, error, phrase):
+    """Class 4: KineticEnergy flattens, value_and_vjp bypasses f.vjp, CountingDynamics wraps anything."""
+    with pytest.raises(error, match=phrase):
+        make()
+
+
+def test_counting_dynamics_offers_only_what_it_wraps():
+    plain, model = checks.CountingDynamics(decay), checks.CountingDynamics(nn.MLP([2, 2]))
+    assert not hasattr(plain, "vjp") and not hasattr(plain, "jvp") and not hasattr(plain, "value_and_vjp")
+    assert hasattr(model, "vjp") and hasattr(model, "jvp") and hasattr(model, "value_and_vjp")
+
+
+class DroppingVJP(nn.MLP):
+    def vjp(self, t, y, v):
+        y_bar, params_bar, t_bar = super().vjp(t, y, v)
+        return y_bar, params_bar[:-1], t_bar
+
+
+A_LIN, Z_LIN, C_LIN = np.array([[-0.5, 1.0], [0.0, -25.0]]), np.ones(2), np.array([1.0, -2.0])
+
+CHECKER_CASES = [
+    (lambda: checks.check_dynamics_vjp(DroppingVJP([2, 4, 2]), 0.0, np.ones(2), np.random.default_rng(0)),
+     ValueError, r"f\.vjp\(t, y, v\) does not follow .* list of 4 arrays"),
+    (lambda: checks.relative_error(np.ones(1), np.array([1.0, 2.0, 3.0])), ValueError, "they must have one shape"),
+    (lambda: checks.relative_error(np.ones((2, 3)), np.ones((3, 2))), ValueError, "they must have one shape"),
+    (lambda: checks.relative_error([np.nan], [1.0]), ValueError, "approx must contain only finite"),
+    (lambda: checks.fd_param_gradients(lambda: 0.0, [np.array([3])]), ValueError, r"params\[0\] must be a float NumPy array"),
+    (lambda: checks.fd_param_gradients(lambda: np.zeros(2), [np.zeros(2)]), ValueError, "loss must return a real scalar"),
+    (lambda: checks.fd_gradient(lambda x: float(x @ x), np.zeros(2), eps=0.0), ValueError, "eps must be greater than 0"),
+    (lambda: checks.fd_jvp(lambda x: x, np.zeros(3), np.zeros(2)), ValueError, "u must have the shape of x"),
+    (lambda: checks.fd_vjp(lambda x: x, np.zeros(3), np.zeros(2)), ValueError, r"v must have the shape of fn\(x\)"),
+    (lambda: checks.observed_order([0.1, 0.05], [1e-2, 0.0]), ValueError, "must be positive"),
+    (lambda: checks.observed_order([0.1], [1e-2]), ValueError, "at least two different step sizes"),
+    (lambda: checks.dot_product_test(lambda u: np.zeros(3), lambda v: np.zeros(2), (2,), (2,), np.random.default_rng(0)),
+     ValueError, r"jvp\(u\) returned shape \(3,\)"),
+    (lambda: checks.linear_field_gradient(A_LIN, Z_LIN, C_LIN, points=2), TypeError, "points"),
+    (lambda: checks.linear_field_gradient(np.ones((2, 3)), Z_LIN, C_LIN), ValueError, "A must be a square matrix"),
+    (lambda: checks.linear_field_gradient(A_LIN, np.ones(3), C_LIN), ValueError, r"z0 must have shape \(2,\)"),
+    (lambda: checks.peak_memory(3), ValueError, "fn must be a function"),
+]
+
+
+@pytest.mark.parametrize("make, error, phrase", CHECKER_CASES)
+def test_checkers_refuse_what_they_cannot_compare(make, error, phrase):
+    """Class 5: a checker that can pass a wrong answer is worse than none."""
+    with pytest.raises(error, match=phrase):
+        make()
+
+
+X4 = np.random.default_rng(1).standard_normal((4, 2))
+SERIES_T = np.linspace(0.0, 2.0, 5)
+SERIES_V = np.random.default_rng(3).standard_normal((3, 5, 2))
+
+
+def small_latent():
+    return latent.LatentODE(2, 2, hidden=4, method="rk4", step_size=0.5)
+
+
+COMPLEX_CASES = [
+    (lambda: cnf.CNF(cnf.TimeField(2, 8)).log_prob(X4 + 1j), "x must hold real numbers"),
+    (lambda: cnf.standard_normal_log_prob(X4 + 1j), "z must hold real numbers"),
+    (lambda: small_latent().loss_and_grad(SERIES_T, SERIES_V + 1j, np.ones_like(SERIES_V), np.random.default_rng(0)),
+     "values must hold real numbers"),
+    (lambda: small_latent().decode(np.zeros((3, 2)) + 1j, SERIES_T), "z0 must hold real numbers"),
+    (lambda: regularise.KineticEnergy(nn.MLP([2, 2]), (4, 2)).pack(X4 + 1j), "z0 must hold real numbers"),
+    (lambda: ne.odeint_vjp(nn.MLP([2, 2]), X4, T)[1](np.zeros((2, 4, 2)) + 1j), "ys_bar must hold real numbers"),
+    (lambda: data.eight_gaussians_log_prob(X4 + 1j), "x must hold real numbers"),
+    (lambda: latent.gaussian_log_likelihood(X4, X4 + 1j, np.ones((4, 2)), 1.0), "mean must hold real numbers"),
+    (lambda: latent.gaussian_kl(X4 + 1j, X4), "mu must hold real numbers"),
+]
+
+
+@pytest.mark.parametrize("make, phrase", COMPLEX_CASES)
+def test_complex_input_is_refused_not_cast(make, phrase):
+    """Class 6: casting would drop the imaginary part with only a ComplexWarning."""
+    with pytest.raises(ValueError, match=phrase):
+        make()
+
+
+class BrokenField(cnf.TimeField):
+    """A TimeField with one of its trace methods returning something of the wrong shape or length."""
+
+    def __init__(self, broken):
+        super().__init__(2, 8)
+        self.broken = broken
+
+    def value_and_vjp(self, t, z, v):
+        value, out = super().value_and_vjp(t, z, v)
+        return (value.T if self.broken == "value" else value), out
+
+    def divergence(self, t, z):
+        out = super().divergence(t, z)
+        return out[:, None] if self.broken == "divergence" else out
+
+    def divergence_vjp(self, t, z, w):
+        z_bar, params_bar, t_bar = super().divergence_vjp(t, z, w)
+        if self.broken == "divergence_vjp":
+            params_bar = params_bar[:-1]
+        return (z_bar.T if self.broken == "divergence_vjp shape" else z_bar), params_bar, t_bar
+
+    def trace_estimate(self, t, z, eps):
+        out = super().trace_estimate(t, z, eps)
+        return np.append(out, 0.0) if self.broken == "trace_estimate" else out
+
+    def trace_estimate_vjp(self, t, z, eps, w):
+        z_bar, params_bar, t_bar = super().trace_estimate_vjp(t, z, eps, w)
+        return z_bar, params_bar, (np.array([t_bar, t_bar]) if self.broken == "trace_estimate_vjp" else t_bar)
+
+
+CNF_FIELD_CASES = [
+    ("value", "exact", r"field\.value_and_vjp\(t, z, v\)\[0\] returned shape \(2, 4\)"),
+    ("divergence", "exact", r"field\.divergence\(t, z\) returned shape \(4, 1\) at t = .*shape \(4,\)"),
+    ("divergence_vjp", "exact", r"field\.divergence_vjp\(t, z, w\) does not follow .* list of 5 arrays"),
+    ("divergence_vjp shape", "exact", r"field\.divergence_vjp\(t, z, w\) does not follow .*shape \(2, 4\)"),
+    ("trace_estimate", "hutchinson", r"field\.trace_estimate\(t, z, eps\) returned shape \(5,\)"),
+    ("trace_estimate_vjp", "hutchinson", r"field\.trace_estimate_vjp\(t, z, eps, w\) does not follow .* scalar"),
+]
+
+
+@pytest.mark.parametrize("broken, trace, phrase", CNF_FIELD_CASES)
+def test_cnf_field_methods_are_checked_and_named(broken, trace, phrase):
+    """Class 7: a wrong shape from a CNF field's method names that method and the shape it must have."""
+    flow = cnf.CNF(BrokenField(broken), trace=trace)
+    with pytest.raises(ValueError, match=phrase):
+        flow.nll_and_grad(X4, rng=np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("checkpoints", [None, "sqrt"])
+def test_interpolated_adjoint_with_one_output_time(checkpoints):
+    """Class 8: t = [t0] has nothing to solve; the gradient is ys_bar[0] for y0 and zero elsewhere."""
+    ys, pullback = ne.odeint_vjp(nn.MLP([2, 2]), X4, [0.0], gradient="interpolated", checkpoints=checkpoints)
+    y0_bar, params_bar, t_bar = pullback(np.ones_like(ys))
+    assert np.array_equal(y0_bar, np.ones_like(X4)) and not np.any(ravel(params_bar)) and np.array_equal(t_bar, [0.0])
+
+
+def ravel(arrays):
+    return np.concatenate([a.ravel() for a in arrays])
+
+
+T11 = np.linspace(0.0, 5.0, 11)
+
+SAMPLER_CASES = [
+    (lambda: data.eight_gaussians(5, rng=0), TypeError, "rng must be a numpy.random.Generator"),
+    (lambda: data.eight_gaussians(5, rng=np.random.RandomState(0)), TypeError, "got RandomState"),
+    (lambda: data.checkerboard(5, rng=7), TypeError, "rng must be a numpy.random.Generator"),
+    (lambda: data.two_moons(10, rng=7), TypeError, "rng must be a numpy.random.Generator"),
+    (lambda: latent.irregular_spirals(4, 3, noise=np.nan, rng=RNG), ValueError, "noise must be finite"),
+    (lambda: latent.irregular_spirals(4, 3, t_max=0.0, rng=RNG), ValueError, "t_max must be greater than 0"),
+    (lambda: latent.irregular_spirals(4, 3, t_max=-1.0, rng=RNG), ValueError, "t_max must be greater than 0"),
+    (lambda: latent.irregular_spirals(4, 3, t_max=np.inf, rng=RNG), ValueError, "t_max must be finite"),
+    (lambda: latent.irregular_spirals(4, 3, t_max=np.nan, rng=RNG), ValueError, "t_max must be finite"),
+    (lambda: latent.irregular_spirals(4, 3, rng=0), ValueError, "rng must be a numpy.random.Generator"),
+    (lambda: latent.linear_spirals(4, [3, 3], T11, rng=RNG), ValueError, "n_obs must be one integer or 4 integers"),
+    (lambda: latent.linear_spirals(4, 3, T11, radius=(1.0,), rng=RNG), ValueError, "radius must be a pair"),
+    (lambda: latent.linear_spirals(4, 3, T11, radius=(1.0, np.inf), rng=RNG), ValueError, r"radius\[1\] must be finite"),
+    (lambda: latent.linear_spirals(4, 3, T11, omega=[1.0, 2.0], rng=RNG), ValueError, "omega must be a real number"),
+    (lambda: latent.linear_spirals(4, 3, T11 + 0j, rng=RNG), ValueError, "times must hold real numbers"),
+    (lambda: latent.RNNBaseline(2, 2, hidden=4).decode(np.full((3, 2), np.nan), SERIES_T), ValueError,
+     "z0 must contain only finite"),
+    (lambda: small_latent().decode(np.full((3, 2), np.nan), SERIES_T), ValueError, "z0 must contain only finite"),
+    (lambda: small_latent().reconstruct(SERIES_T, SERIES_V, np.ones_like(SERIES_V), pred_times=[-1.0, 1.0]),
+     ValueError, r"pred_times must start at or after times\[0\]"),
+    (lambda: latent.LatentODE(2, 2, gradient="adj"), ValueError, "gradient must be one of"),
+    (lambda: latent.LatentODE(2, 2, obs_std="1"), ValueError, "obs_std must be a real number"),
+]
+
+
+@pytest.mark.parametrize("make, error, phrase", SAMPLER_CASES)
+def test_newer_samplers_and_latent_models_refuse(make, error, phrase):
+    """Class 9: seeds and RandomState where a Generator belongs, NaN and infinite settings, mismatched sizes."""
+    with pytest.raises(error, match=phrase):
+        make()
+
+
+@pytest.mark.parametrize("model", [small_latent, lambda: latent.RNNBaseline(2, 2, hidden=4)])
+def test_reconstruct_at_the_first_time_alone(model):
+    model = model()
+    mask = np.ones_like(SERIES_V)
+    one = model.reconstruct(SERIES_T, SERIES_V, mask, pred_times=SERIES_T[:1])
+    assert one.shape == (3, 1, 2)
+    assert np.allclose(one, model.reconstruct(SERIES_T, SERIES_V, mask)[:, :1], rtol=0, atol=1e-12)
+
+
+def test_peak_memory_leaves_the_callers_tracemalloc_session_running():
+    """Class 10."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        held = np.zeros(500_000)
+        peak = checks.peak_memory(lambda: np.zeros(1_000_000))
+        assert tracemalloc.is_tracing() and 8_000_000 <= peak < 12_000_000, peak
+        del held
+    finally:
+        tracemalloc.stop()

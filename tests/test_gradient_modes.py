@@ -1,13 +1,17 @@
-"""The gradient modes added to odeint_vjp: checkpointing, the interpolated adjoint, the seminorm and
-the carried step size, the kinetic-energy regulariser, and the checks on f.vjp's output."""
+"""The gradient modes added to odeint_vjp: checkpointing, the interpolated adjoint (with and without
+checkpoints), the seminorm, the mixed norm and the carried step size, the kinetic-energy regulariser,
+the checks on f.vjp's output, the one rule for options and the pullback's refusal of changed parameters."""
 
 import numpy as np
 import pytest
 
 import neuralode as ne
+from hypothesis import given, settings, strategies as st
+
 from neuralode.checks import check_dynamics_vjp, fd_param_gradients, linear_field_gradient, relative_error
 from neuralode.nn import MLP, ravel_params
 from neuralode.regularise import KineticEnergy
+from neuralode.stepsize import block_rms_max, rms_norm
 
 from test_gradients import ADAPTIVE, FIXED, _assert_close, _dynamics, _fd_all
 
@@ -97,15 +101,19 @@ def _contracting_error(f, z0, c, exact, **options):
 
 def test_interpolated_and_checkpoint_fix_the_drift_that_breaks_the_adjoint():
     f, z0, c, exact = _contracting()
-    adjoint, interpolated, checkpoint = [], [], []
+    adjoint, interpolated, checkpoint, resolved = [], [], [], []
     for rtol in (1e-5, 1e-7, 1e-9):
         tol = dict(rtol=rtol, atol=rtol * 1e-2)
         adjoint.append(_contracting_error(f, z0, c, exact, gradient="adjoint", **tol))
         interpolated.append(_contracting_error(f, z0, c, exact, gradient="interpolated", **tol))
         checkpoint.append(_contracting_error(f, z0, c, exact, gradient="checkpoint", **tol))
+        resolved.append(_contracting_error(f, z0, c, exact, gradient="interpolated", checkpoints="sqrt", **tol))
     assert min(adjoint) > 1e-4, adjoint                        # the drift dominates at every tolerance
     assert interpolated[0] > interpolated[1] > interpolated[2], interpolated
     assert interpolated[-1] < 1e-8 and max(checkpoint) < 1e-5, (interpolated, checkpoint)
+    # z(t) re-solved forward from checkpoints: the interpolated adjoint's accuracy, not the adjoint's drift
+    assert resolved[0] > resolved[1] > resolved[2] and resolved[-1] < 1e-8, resolved
+    assert all(r < 3 * i for r, i in zip(resolved, interpolated)), (resolved, interpolated)
 
 
 def test_measuring_only_a_lets_the_interpolated_adjoint_stall():
@@ -252,11 +260,16 @@ def _peak(gradient, steps, **options):
 
 def test_memory_of_each_mode_against_its_claim():
     small, large = 25, 1600                        # 64x the steps: sqrt grows 8x
-    growth = {mode: _peak(mode, large) / _peak(mode, small) for mode in ("backprop", "checkpoint", "interpolated", "adjoint")}
+    modes = {"backprop": {}, "checkpoint": {}, "interpolated": {}, "adjoint": {},
+             "interpolated, checkpoints": dict(checkpoints="sqrt")}
+    peaks = {name: [_peak(name.split(",")[0], steps, **options) for steps in (small, large)]
+             for name, options in modes.items()}
+    growth = {name: b / a for name, (a, b) in peaks.items()}
     assert growth["backprop"] > 30 and growth["interpolated"] > 30, growth
-    assert growth["checkpoint"] < 16, growth          # about sqrt(64) = 8, at most twice that
+    assert growth["checkpoint"] < 16 and growth["interpolated, checkpoints"] < 16, growth   # about sqrt(64) = 8
     assert growth["adjoint"] < 1.5, growth
-    assert _peak("checkpoint", large) < _peak("backprop", large) / 4
+    assert peaks["checkpoint"][1] < peaks["backprop"][1] / 4
+    assert peaks["interpolated, checkpoints"][1] < peaks["interpolated"][1] / 4
 
 
 def test_odenet_kinetic_regulariser_gradient():
@@ -292,3 +305,193 @@ def test_norm_blocks_name_what_is_measured():
     assert nfe_b(gradient="interpolated", norm=("a",)) == nfe_b(gradient="interpolated", norm="seminorm")
     assert nfe_b(gradient="interpolated") == nfe_b(gradient="interpolated", norm="full")
     assert nfe_b(norm=("z", "a_theta")) != nfe_b(norm=("z", "a"))      # an index array, not a prefix
+
+
+# ---------------------------------------------------------------------------------------------------
+# The interpolated adjoint with checkpoints: z(t) re-solved forward one segment at a time
+# ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["mlp", "time"])
+@pytest.mark.parametrize("times", list(TIMES))
+@pytest.mark.parametrize("method,step_size", [(m, 0.05) for m in FIXED] + [(m, None) for m in ADAPTIVE])
+@pytest.mark.parametrize("checkpoints", [1, 3, "sqrt"])
+def test_checkpointed_interpolated_agrees_with_the_interpolated_adjoint(name, times, method, step_size, checkpoints):
+    f, y0, t, weights = _problem(name, times)
+    solver = dict(method=method, step_size=step_size, rtol=1e-7, atol=1e-9, gradient="interpolated")
+    ys_i, pb_i, (y_i, p_i, t_i) = _grads(f, y0, t, weights, **solver)
+    ys_c, pb_c, (y_c, p_c, t_c) = _grads(f, y0, t, weights, checkpoints=checkpoints, **solver)
+    assert np.array_equal(ys_i, ys_c)
+    # the same dense output; the backward solve also stops at each checkpoint, which moves its steps
+    tol = 1e-12 if step_size is not None else 1e-6
+    assert relative_error(y_c, y_i) < tol and relative_error(t_c, t_i) < tol
+    assert relative_error(ravel_params(p_c), ravel_params(p_i)) < tol
+    assert 0 < pb_c.nfe_recomputed <= pb_i.nfe_forward + len(pb_c.checkpoint_steps)
+    if checkpoints != "sqrt":
+        assert len(pb_c.checkpoint_steps) <= checkpoints
+
+
+@pytest.mark.parametrize("name", ["mlp", "rotation"])
+def test_checkpointed_interpolated_matches_a_high_accuracy_gradient(name):
+    f, y0, t, weights = _problem(name, "several", seed=2)
+    _, _, grads = _grads(f, y0, t, weights, gradient="interpolated", checkpoints=2, rtol=1e-7, atol=1e-9)
+    _assert_close(grads, _fd_all(f, y0, t, weights, method="dopri5", rtol=1e-12, atol=1e-12), 1e-5)
+
+
+def test_checkpointed_interpolated_backward_in_time():
+    f, y0, _, weights = _problem("time", "several")
+    t = np.array([1.1, 0.9, 0.31, 0.3, 0.0])
+    plain = _grads(f, y0, t, weights, gradient="interpolated")[2]
+    resolved = _grads(f, y0, t, weights, gradient="interpolated", checkpoints="sqrt")[2]
+    assert relative_error(ravel_params(resolved[1]), ravel_params(plain[1])) < 1e-6
+    assert relative_error(resolved[2], plain[2]) < 1e-6
+
+
+# ---------------------------------------------------------------------------------------------------
+# norm="mixed": torchdiffeq's largest per-block RMS norm
+# ---------------------------------------------------------------------------------------------------
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(0, 6), min_size=1, max_size=6).filter(any), st.integers(0, 2**31 - 1))
+def test_block_rms_max_is_the_largest_rms_of_the_blocks(sizes, seed):
+    x = np.random.default_rng(seed).standard_normal(sum(sizes)) * 10.0 ** np.random.default_rng(seed).integers(-3, 4)
+    ends = np.cumsum(sizes)
+    by_hand = max(rms_norm(x[e - n:e]) for n, e in zip(sizes, ends) if n > 0)
+    assert np.isclose(block_rms_max(sizes)(x), by_hand, rtol=1e-14, atol=0)
+    assert block_rms_max(sizes)(x) >= rms_norm(x) * (1 - 1e-14)     # never below the full RMS
+
+
+def test_mixed_norm_is_nan_when_any_entry_is():
+    assert np.isnan(block_rms_max([2, 1])(np.array([1.0, np.nan, 0.0])))
+
+
+@pytest.mark.parametrize("gradient, blocks", [("adjoint", ["z", "a", "theta", "a_t"]), ("interpolated", ["a", "theta", "a_t"])])
+def test_mixed_norm_measures_one_block_per_parameter_array(monkeypatch, gradient, blocks):
+    """torchdiffeq's default adjoint norm: max(|a_t|, rms(z), rms(a), rms of each parameter tensor)."""
+    f, y0, t, weights = _problem("mlp", "several")
+    seen = []
+    original = ne.gradients.block_rms_max
+    monkeypatch.setattr(ne.gradients, "block_rms_max", lambda sizes: seen.append(list(sizes)) or original(sizes))
+    _, _, grads = _grads(f, y0, t, weights, gradient=gradient, norm="mixed")
+    n = y0.size
+    expected = {"z": [n], "a": [n], "theta": [p.size for p in f.params], "a_t": [1]}
+    assert seen == [[size for block in blocks for size in expected[block]]]
+    _assert_close(grads, _fd_all(f, y0, t, weights, rtol=1e-12, atol=1e-12), 1e-5)
+
+
+def test_the_norm_hook_sets_the_first_step_and_the_error_ratio():
+    """Problem.norm replaces the RMS norm in the initial step selection and in every error ratio."""
+    from neuralode.solver import integrate_adaptive, prepare
+    from neuralode.stepsize import step_factor
+
+    problem = prepare(lambda t, y: -y, np.ones(2), [0.0, 1.0], "dopri5", 1e-6, 1e-9, None, 10_000)
+    problem.norm = lambda x: 0.0            # every scaled quantity measures 0: the smallest first step
+    assert integrate_adaptive(problem).step_times[1] == pytest.approx(1e-6, rel=1e-12)
+    problem = prepare(lambda t, y: -y, np.ones(2), [0.0, 1.0], "dopri5", 1e-6, 1e-9, None, 10_000)
+    problem.norm, problem.h0 = (lambda x: 0.5), 1e-3     # every error ratio 0.5: every step grows alike
+    steps = np.diff(integrate_adaptive(problem).step_times)[:-1]
+    assert np.allclose(steps[1:] / steps[:-1], step_factor(0.5, 4), rtol=1e-9, atol=0)
+
+
+def test_mixed_norm_is_used_by_the_step_control_and_the_first_step():
+    f, y0, t, weights = _bench_problem()
+    counts = {}
+    for norm in ("full", "mixed", "seminorm"):
+        _, pullback = ne.odeint_vjp(f, y0, t, norm=norm, carry_step=False)
+        pullback(weights)
+        counts[norm] = pullback.nfe_backward
+    # the largest per-block RMS is at least the full RMS: never fewer backward evaluations than "full"
+    assert counts["mixed"] >= counts["full"] > counts["seminorm"], counts
+
+
+# ---------------------------------------------------------------------------------------------------
+# One rule for the options; a pullback that cannot go stale
+# ---------------------------------------------------------------------------------------------------
+
+UNUSED = [("backprop", "norm", "full"), ("backprop", "norm", "mixed"), ("backprop", "carry_step", False),
+          ("backprop", "reset_state", False), ("backprop", "checkpoints", 3), ("checkpoint", "norm", "seminorm"),
+          ("checkpoint", "carry_step", False), ("checkpoint", "reset_state", False), ("adjoint", "checkpoints", 2),
+          ("adjoint", "checkpoints", "sqrt"), ("interpolated", "reset_state", False)]
+
+
+@pytest.mark.parametrize("gradient, name, value", UNUSED)
+def test_an_option_the_mode_does_not_use_is_refused(gradient, name, value):
+    with pytest.raises(ValueError, match=rf"{name}=.* is not an option of gradient='{gradient}'"):
+        ne.odeint_vjp(MLP([2, 2]), np.ones(2), [0.0, 1.0], gradient=gradient, **{name: value})
+
+
+@pytest.mark.parametrize("gradient", ["adjoint", "backprop", "checkpoint", "interpolated"])
+def test_an_option_left_at_its_default_is_accepted_by_every_mode(gradient):
+    f, y0, t, weights = _problem("mlp", "two")
+    plain = _grads(f, y0, t, weights, gradient=gradient)[2]
+    explicit = _grads(f, y0, t, weights, gradient=gradient, reset_state=True, carry_step=True, norm=None)[2]
+    assert np.array_equal(ravel_params(plain[1]), ravel_params(explicit[1]))
+
+
+def test_unknown_options_are_named():
+    with pytest.raises(TypeError, match="unknown option"):
+        ne.gradients.check_options("adjoint", normm="full")
+
+
+@pytest.mark.parametrize("gradient", ["adjoint", "backprop", "checkpoint", "interpolated"])
+@pytest.mark.parametrize("checkpoints", [None, 2])
+def test_a_pullback_refuses_parameters_changed_since_the_solve(gradient, checkpoints):
+    if checkpoints is not None and gradient not in ("checkpoint", "interpolated"):
+        return
+    f, y0, t, weights = _problem("mlp", "several")
+    ys, pullback = ne.odeint_vjp(f, y0, t, gradient=gradient, checkpoints=checkpoints)
+    before = pullback(weights)
+    saved = f.params[2].copy()
+    f.params[2] -= 0.1                                  # an optimiser's step between solve and pullback
+    with pytest.raises(ValueError, match=r"f\.params changed after the forward solve \(f\.params\[2\] changed\)"):
+        pullback(weights)
+    f.params[2][...] = saved                            # put back: the pullback differentiates again
+    after = pullback(weights)
+    assert np.array_equal(ravel_params(before[1]), ravel_params(after[1]))
+
+
+def test_a_pullback_refuses_a_replaced_parameter_list():
+    class Growing(MLP):
+        extra = []
+
+        @property
+        def params(self):
+            return super().params + self.extra
+
+    f = Growing([2, 4, 2])
+    ys, pullback = ne.odeint_vjp(f, np.ones(2), [0.0, 1.0])
+    f.extra = [np.zeros(1)]
+    with pytest.raises(ValueError, match="their number went from 4 to 5"):
+        pullback(np.ones_like(ys))
+
+
+@pytest.mark.parametrize("gradient", ["adjoint", "interpolated"])
+def test_atol_zero_is_refused_by_the_adaptive_adjoint_modes(gradient):
+    with pytest.raises(ValueError, match=f"atol must be positive for gradient='{gradient}'"):
+        ne.odeint_vjp(MLP([2, 2]), np.ones(2), [0.0, 1.0], gradient=gradient, atol=0.0)
+    with pytest.raises(ValueError, match="atol must be positive"):
+        ne.odeint_vjp(MLP([2, 2]), np.ones(2), [0.0, 1.0], gradient=gradient, atol=[1e-9, 0.0])
+    # fixed steps measure no error: atol = 0 is harmless there
+    ne.odeint_vjp(MLP([2, 2]), np.ones(2), [0.0, 1.0], gradient=gradient, atol=0.0, method="rk4", step_size=0.1)
+
+
+@pytest.mark.parametrize("gradient", ["backprop", "checkpoint"])
+def test_atol_zero_with_a_zero_adjoint_is_right_for_backprop(gradient):
+    f, y0, t, weights = _problem("mlp", "several")
+    weights[-1] = 0.0                                   # the adjoint is zero on the last interval
+    _, _, grads = _grads(f, y0, t, weights, gradient=gradient, atol=0.0, rtol=1e-9)
+    _assert_close(grads, _fd_all(f, y0, t, weights, rtol=1e-12, atol=1e-12), 1e-6)
+
+
+@pytest.mark.parametrize("gradient", ["adjoint", "backprop", "checkpoint", "interpolated"])
+@pytest.mark.parametrize("checkpoints", [None, "sqrt"])
+def test_one_output_time(gradient, checkpoints):
+    if checkpoints is not None and gradient not in ("checkpoint", "interpolated"):
+        return
+    f, y0, _, _ = _problem("mlp", "two")
+    ys, pullback = ne.odeint_vjp(f, y0, [0.5], gradient=gradient, checkpoints=checkpoints)
+    bar = np.random.default_rng(0).standard_normal(ys.shape)
+    y0_bar, params_bar, t_bar = pullback(bar)
+    assert np.array_equal(ys[0], y0) and np.array_equal(y0_bar, bar[0])
+    assert not np.any(ravel_params(params_bar)) and t_bar.shape == (1,) and t_bar[0] == 0.0

@@ -359,3 +359,14 @@ def test_a_first_iteration_alone_would_have_fooled_the_estimate(monkeypatch):
     monkeypatch.setattr(implicit.ImplicitStepper, "_newton", shortcut)
     wrong = ne.odeint(f, y0, [0.0, 200.0], method="kvaerno3", rtol=1e-3, atol=1e-3)[-1, 0]
     assert abs(wrong - reference) > 1.0
+
+
+@pytest.mark.parametrize("method, step_size, tol", [("kvaerno3", None, 1e-8), ("kvaerno5", None, 1e-8),
+                                                    ("implicit_euler", 0.01, 1e-2)])
+def test_events_run_the_implicit_steppers(method, step_size, tol):
+    """odeint_event steps with the implicit methods too, and counts every call of f."""
+    f = Counted(lambda t, y: np.array([y[1], -9.81]))
+    sol = ne.integrate_event(f, np.array([10.0, 0.0]), 0.0, event_fn=lambda t, y: y[0], method=method,
+                             step_size=step_size, rtol=1e-8, atol=1e-10)
+    assert abs(sol.t_event - math.sqrt(20 / 9.81)) < tol
+    assert sol.nfe == f.calls

@@ -6,6 +6,8 @@ open and check.  The public surface:
 * :func:`odeint` and :func:`integrate` solve initial value problems (``neuralode.odeint``), with explicit
   Runge–Kutta methods or, for stiff problems, implicit ones (:mod:`neuralode.implicit`);
 * :func:`odeint_vjp` differentiates a solve, by backprop through the solver or by the adjoint method;
+* :func:`odeint_event` solves until an event function crosses zero, and :func:`odeint_event_vjp`
+  differentiates the event's time and state (:mod:`neuralode.events`);
 * :mod:`neuralode.nn` holds layers and vector fields under the dynamics protocol (``f(t, y)``,
   ``f.params``, ``f.vjp``); :mod:`neuralode.models` the models built on a solve (ResNet, ODE-Net);
 * :mod:`neuralode.params` flattens a model's parameters into one vector and back;
@@ -15,14 +17,17 @@ open and check.  The public surface:
 """
 
 from . import checks, implicit, nn, optim, params, stepsize, tableaux
-from .errors import ConvergenceError, IntegrationError, NonFiniteError, StepSizeUnderflowError, TooManyStepsError
+from .errors import (ConvergenceError, EventNotFoundError, GrazingEventError, IntegrationError, NonFiniteError,
+                     StepSizeUnderflowError, TooManyStepsError)
 from .gradients import odeint_vjp
+from .events import integrate_event, odeint_event, odeint_event_vjp
 from .solver import ODESolution, integrate, odeint
 from .tableaux import IMPLICIT_TABLEAUX, TABLEAUX, ButcherTableau
-from . import cnf, data, latent, models, plotting, regularise, train
+from . import cnf, data, events, latent, models, plotting, regularise, train
 
 __all__ = [
     "ButcherTableau", "ConvergenceError", "IMPLICIT_TABLEAUX", "IntegrationError", "NonFiniteError", "ODESolution",
     "StepSizeUnderflowError", "TABLEAUX", "TooManyStepsError", "checks", "integrate", "nn", "odeint", "odeint_vjp", "optim", "stepsize", "tableaux",
 ]
 __all__ += ["cnf", "data", "models", "params", "plotting", "train"]
+__all__ += ["EventNotFoundError", "GrazingEventError", "events", "integrate_event", "odeint_event", "odeint_event_vjp"]

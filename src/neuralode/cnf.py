@@ -36,8 +36,9 @@ References:
 
 import numpy as np
 
-from .errors import check_int, check_number
+from .errors import check_array, check_int, check_number, check_rng
 from .gradients import odeint_vjp
+from .protocol import check_dynamics, check_returned, check_vjp_output
 from .solver import odeint
 from .tableaux import TABLEAUX
 
@@ -91,17 +92,15 @@ def _number(name, value, **bounds):
 def _rng(rng, name="rng", required=True):
     if rng is None and not required:
         return None
-    if not isinstance(rng, np.random.Generator):
-        raise ValueError(f"{name} must be a numpy.random.Generator (np.random.default_rng(seed)), got {rng!r:.40}")
-    return rng
+    try:
+        return check_rng(rng, name=name, required=True)
+    except TypeError as error:
+        raise ValueError(str(error)) from None
 
 
 def _rows(name, z, dim=None):
-    """``z`` as a finite float array of shape ``(n, dim)`` with ``n >= 1``, or a ValueError naming ``name``."""
-    try:
-        z = np.asarray(z, dtype=float)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be an array of real numbers of shape (n, d)") from None
+    """``z`` as a finite real array of shape ``(n, dim)`` with ``n >= 1``, or a ValueError naming ``name``."""
+    z = check_array(name, z, finite=False)
     if z.ndim != 2 or z.shape[0] < 1 or z.shape[1] < 1 or (dim is not None and z.shape[1] != dim):
         want = "(n, d)" if dim is None else f"(n, {dim})"
         raise ValueError(f"{name} must have shape {want} with n >= 1 (one point per row), got {z.shape}")
@@ -111,7 +110,7 @@ def _rows(name, z, dim=None):
 
 
 def _weights(name, w, n):
-    w = np.asarray(w, dtype=float)
+    w = check_array(name, w, finite=False)
     if w.shape != (n,) or not np.all(np.isfinite(w)):
         raise ValueError(f"{name} must be a finite array of shape ({n},), one weight per row, got shape {w.shape}")
     return w
@@ -119,7 +118,7 @@ def _weights(name, w, n):
 
 def _like(name, v, shape):
     """``v`` as a finite float array of exactly ``shape``, or a ValueError naming ``name``."""
-    v = np.asarray(v, dtype=float)
+    v = check_array(name, v, finite=False)
     if v.shape != tuple(shape) or not np.all(np.isfinite(v)):
         raise ValueError(f"{name} must be a finite array of shape {tuple(shape)}, got shape {v.shape}")
     return v
@@ -288,7 +287,7 @@ class TimeField:
         return np.sum(self._rules(h)[2] * self._diag() * (u @ self.W1.T), axis=1)
 
     def _probe(self, z, eps):
-        eps = np.asarray(eps, dtype=float)
+        eps = check_array("eps", eps, finite=False)
         if eps.shape != z.shape or not np.all(np.isfinite(eps)):
             raise ValueError(f"eps must be a finite array of the shape of z, {z.shape}; got {eps.shape}")
         return eps, eps @ self.W1.T, eps @ self.W2
@@ -339,7 +338,7 @@ def divergence_by_jvps(field, t, z):
     basis = np.zeros_like(z)
     for i in range(z.shape[1]):
         basis[:, i] = 1.0
-        trace += np.asarray(field.jvp(t, z, basis))[:, i]
+        trace += check_returned("field.jvp(t, z, u)", field.jvp(t, z, basis), z.shape, t)[:, i]
         basis[:, i] = 0.0
     return trace
 
@@ -357,6 +356,10 @@ class CNFDynamics:
     Its VJP for ``v = [v_z, v_Delta]`` is the field's VJP with ``v_z`` minus the trace's VJP with
     weights ``v_Delta``; nothing depends on ``Delta`` itself, so its cotangent is zero.
 
+    Every result of the field's methods is checked where it comes in (:mod:`~neuralode.protocol`):
+    the value ``(n, d)``, the trace ``(n,)``, each VJP a tuple with one cotangent per parameter array.
+    A mistake is named by the method that made it, not by NumPy's concatenation or by ``f.vjp``.
+
     Example:
         >>> f = TimeField(2, 4)
         >>> CNFDynamics(f)(0.0, np.zeros((3, 3))).shape
@@ -364,13 +367,12 @@ class CNFDynamics:
     """
 
     def __init__(self, field, eps=None):
-        self.field, self.eps = field, None if eps is None else np.asarray(eps, dtype=float)
+        check_dynamics(field, "field")
+        self.field, self.eps = field, None if eps is None else _rows("eps", eps)
         need = ("divergence", "divergence_vjp") if eps is None else ("trace_estimate", "trace_estimate_vjp")
-        for name in ("vjp",) + need:
+        for name in need:
             if not callable(getattr(field, name, None)):
                 raise ValueError(f"field must offer field.{name}(...) for this trace; see neuralode.cnf's docstring")
-        if not callable(field):
-            raise ValueError("field must be callable as field(t, z)")
 
     @property
     def params(self):
@@ -384,17 +386,23 @@ class CNFDynamics:
 
     def _trace(self, t, z):
         if self.eps is None:
-            return self.field.divergence(t, z)
-        return self.field.trace_estimate(t, z, self.eps)
+            return check_returned("field.divergence(t, z)", self.field.divergence(t, z), z.shape[:1], t)
+        estimate = self.field.trace_estimate(t, z, self.eps)
+        return check_returned("field.trace_estimate(t, z, eps)", estimate, z.shape[:1], t)
 
     def _trace_vjp(self, t, z, w):
         if self.eps is None:
-            return self.field.divergence_vjp(t, z, w)
-        return self.field.trace_estimate_vjp(t, z, self.eps, w)
+            out, method = self.field.divergence_vjp(t, z, w), "field.divergence_vjp(t, z, w)"
+        else:
+            out, method = self.field.trace_estimate_vjp(t, z, self.eps, w), "field.trace_estimate_vjp(t, z, eps, w)"
+        return check_vjp_output(method, out, z.shape, self.field.params)
+
+    def _value(self, t, z):
+        return check_returned("field(t, z)", self.field(t, z), z.shape, t)
 
     def __call__(self, t, s):
         z = self._split(s)
-        return np.concatenate([self.field(t, z), -self._trace(t, z)[:, None]], axis=1)
+        return np.concatenate([self._value(t, z), -self._trace(t, z)[:, None]], axis=1)
 
     def vjp(self, t, s, v):
         """``(v . dg/ds, [v . dg/dtheta_i], v . dg/dt)`` for ``g = [f, -trace]``."""
@@ -404,15 +412,23 @@ class CNFDynamics:
         """``(g(t, s), g.vjp(t, s, v))``, with the field's value and VJP from one pass where it offers that."""
         z = self._split(s)
         v = _like("v", v, np.shape(s))
-        both = getattr(self.field, "value_and_vjp", None)
-        if both is None:
-            f_value, (z_bar, params_bar, t_bar) = self.field(t, z), self.field.vjp(t, z, v[:, :-1])
-        else:
-            f_value, (z_bar, params_bar, t_bar) = both(t, z, v[:, :-1])
+        f_value, (z_bar, params_bar, t_bar) = self._field_value_and_vjp(t, z, v[:, :-1])
         tz_bar, tparams_bar, tt_bar = self._trace_vjp(t, z, v[:, -1])
         value = np.concatenate([f_value, -self._trace(t, z)[:, None]], axis=1)
         s_bar = np.concatenate([z_bar - tz_bar, np.zeros((z.shape[0], 1))], axis=1)
         return value, (s_bar, [p - q for p, q in zip(params_bar, tparams_bar)], float(t_bar - tt_bar))
+
+    def _field_value_and_vjp(self, t, z, v_z):
+        """The field's value and VJP, each checked, from ``field.value_and_vjp`` where it offers one."""
+        both = getattr(self.field, "value_and_vjp", None)
+        if both is None:
+            return self._value(t, z), check_vjp_output("field.vjp(t, z, v)", self.field.vjp(t, z, v_z), z.shape,
+                                                       self.field.params)
+        pair = both(t, z, v_z)
+        if not (isinstance(pair, tuple) and len(pair) == 2):
+            raise ValueError("field.value_and_vjp(t, z, v) must return a pair (field(t, z), field.vjp(t, z, v))")
+        return (check_returned("field.value_and_vjp(t, z, v)[0]", pair[0], z.shape, t),
+                check_vjp_output("field.value_and_vjp(t, z, v)[1]", pair[1], z.shape, self.field.params))
 
 
 class CNF:
@@ -439,8 +455,7 @@ class CNF:
 
     def __init__(self, field, *, t0=0.0, t1=1.0, trace="exact", noise="rademacher", method="dopri5",
                  rtol=1e-5, atol=1e-7, step_size=None):
-        if not callable(field) or not isinstance(getattr(field, "params", None), (list, tuple)):
-            raise ValueError("field must follow the dynamics protocol: field(t, z), field.params, field.vjp")
+        check_dynamics(field, "field")
         self.t0, self.t1 = _number("t0", t0), _number("t1", t1)
         if self.t0 == self.t1:
             raise ValueError(f"t0 and t1 must differ, got t0 = t1 = {self.t0}")

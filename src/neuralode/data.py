@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .errors import check_int, check_number
+from .errors import check_array, check_int, check_number, check_rng
 from .solver import odeint
 
 SPIRAL_A = np.array([[-0.1, 2.0], [-2.0, -0.1]])
@@ -31,7 +31,7 @@ def spiral(n_points=1000, t_max=25.0, *, y0=(2.0, 0.0), noise=0.0, rng=None, rto
         t_max: the end time.
         y0: the initial state.
         noise: the standard deviation of Gaussian noise added to every observation (``0`` for none).
-        rng: the random generator for the noise (needed only if ``noise > 0``).
+        rng: the ``numpy.random.Generator`` for the noise (needed only if ``noise > 0``).
         rtol, atol: the tolerances of the reference solve (``dopri5``).
 
     Returns:
@@ -48,7 +48,7 @@ def spiral(n_points=1000, t_max=25.0, *, y0=(2.0, 0.0), noise=0.0, rng=None, rto
     if noise > 0:
         if rng is None:
             raise ValueError("pass rng=np.random.default_rng(seed) to draw the noise")
-        ys = ys + noise * rng.standard_normal(ys.shape)
+        ys = ys + noise * check_rng(rng).standard_normal(ys.shape)
     return t, ys
 
 
@@ -79,7 +79,7 @@ def trajectory_windows(t, ys, batch_size, window, rng):
         ys: the observations, shape ``(N, *state)``.
         batch_size: the number of windows (at most ``N - window + 1``).
         window: the number of observations per window (at least 2).
-        rng: the random generator that picks the start indices.
+        rng: the ``numpy.random.Generator`` that picks the start indices (a seed is refused).
 
     Returns:
         A :class:`Windows` ``(y0, t, ys, starts)``.
@@ -98,7 +98,7 @@ def trajectory_windows(t, ys, batch_size, window, rng):
     dt = np.diff(t)
     if not np.allclose(dt, dt[0], rtol=1e-9, atol=0.0):
         raise ValueError("t must be equally spaced, so that every window shares the relative times")
-    starts = np.sort(rng.choice(n - window + 1, size=batch_size, replace=False))
+    starts = np.sort(check_rng(rng, required=True).choice(n - window + 1, size=batch_size, replace=False))
     batch = ys[starts[None, :] + np.arange(window)[:, None]]
     return Windows(batch[0], t[:window] - t[0], batch, starts)
 
@@ -118,7 +118,8 @@ def two_moons(n, noise=0.1, rng=None):
     """Two interleaving half circles, as scikit-learn's ``make_moons``, with angles drawn at random.
 
     Class 0 lies on ``(cos a, sin a)``, class 1 on ``(1 - cos a, 0.5 - sin a)``, ``a`` uniform in
-    ``[0, pi]``, both with Gaussian noise of standard deviation ``noise``.
+    ``[0, pi]``, both with Gaussian noise of standard deviation ``noise``.  ``rng`` is a
+    ``numpy.random.Generator`` (``None``: ``np.random.default_rng(0)``; a seed is refused).
 
     Returns:
         ``(x, labels)``: points of shape ``(n, 2)`` and integer labels of shape ``(n,)``, shuffled.
@@ -128,7 +129,7 @@ def two_moons(n, noise=0.1, rng=None):
         >>> x.shape, int(labels.sum())
         ((10, 2), 5)
     """
-    rng, noise = np.random.default_rng(0) if rng is None else rng, check_number("noise", noise, low=0.0)
+    rng, noise = check_rng(rng), check_number("noise", noise, low=0.0)
     n0, n1 = _split(n)
     a0, a1 = rng.uniform(0.0, np.pi, n0), rng.uniform(0.0, np.pi, n1)
     x = np.concatenate([np.stack([np.cos(a0), np.sin(a0)], axis=1),
@@ -162,7 +163,7 @@ def concentric_spheres(n, dim=2, noise=0.0, rng=None, radii=(0.5, 1.0, 1.5)):
         n: the number of points, split evenly between the classes.
         dim: the dimension of the space.
         noise: the standard deviation of Gaussian noise added to the points.
-        rng: the random generator.
+        rng: a ``numpy.random.Generator`` (``None``: ``np.random.default_rng(0)``; a seed is refused).
         radii: ``(r1, r2, r3)`` with ``0 < r1 < r2 < r3``.
 
     Returns:
@@ -175,7 +176,7 @@ def concentric_spheres(n, dim=2, noise=0.0, rng=None, radii=(0.5, 1.0, 1.5)):
     if not 0 < r1 < r2 < r3:
         raise ValueError(f"radii must satisfy 0 < r1 < r2 < r3, got {radii!r}")
     dim = check_int("dim", dim)
-    rng = np.random.default_rng(0) if rng is None else rng
+    rng = check_rng(rng)
     n0, n1 = _split(n)
     x = np.concatenate([_uniform_in_shell(n0, int(dim), 0.0, r1, rng), _uniform_in_shell(n1, int(dim), r2, r3, rng)])
     x = x + noise * rng.standard_normal(x.shape)
@@ -218,6 +219,12 @@ def eight_gaussians(n, std=0.2, radius=2.0, rng=None):
     Component ``k`` has mean ``radius (cos(k pi / 4), sin(k pi / 4))`` and covariance ``std^2 I``:
     the density of the form FFJORD (Grathwohl et al. 2019) and torchdiffeq's CNF example learn.
 
+    Args:
+        n: the number of points.
+        std, radius: the components' standard deviation (positive) and the circle's radius.
+        rng: a ``numpy.random.Generator`` (``None``: ``np.random.default_rng(0)``); a seed or a legacy
+            ``RandomState`` is refused.
+
     Returns:
         Points of shape ``(n, 2)``.
 
@@ -228,7 +235,7 @@ def eight_gaussians(n, std=0.2, radius=2.0, rng=None):
     n = check_int("n", n)
     std = check_number("std", std, low=0.0, strict=True)
     radius = check_number("radius", radius, low=0.0)
-    rng = np.random.default_rng(0) if rng is None else rng
+    rng = check_rng(rng)
     angle = rng.integers(0, 8, n) * (np.pi / 4)
     centres = radius * np.stack([np.cos(angle), np.sin(angle)], axis=1)
     return centres + std * rng.standard_normal((n, 2))
@@ -241,7 +248,7 @@ def eight_gaussians_log_prob(x, std=0.2, radius=2.0):
         >>> bool(eight_gaussians_log_prob(np.array([[2.0, 0.0]]))[0] > eight_gaussians_log_prob(np.zeros((1, 2)))[0])
         True
     """
-    x = np.asarray(x, dtype=float)
+    x = check_array("x", x)
     if x.ndim != 2 or x.shape[1] != 2:
         raise ValueError(f"x must have shape (n, 2), got {x.shape}")
     std = check_number("std", std, low=0.0, strict=True)
@@ -260,6 +267,12 @@ def checkerboard(n, squares=4, size=1.0, rng=None):
     Cells have side ``size``; cell ``(i, j)`` is dark when ``i + j`` is even, so half the board
     (area ``squares^2 size^2 / 2``) carries a constant density and the other half none.
 
+    Args:
+        n: the number of points.
+        squares, size: the cells per side and the side of a cell (positive).
+        rng: a ``numpy.random.Generator`` (``None``: ``np.random.default_rng(0)``); a seed or a legacy
+            ``RandomState`` is refused.
+
     Returns:
         Points of shape ``(n, 2)``.
 
@@ -270,7 +283,7 @@ def checkerboard(n, squares=4, size=1.0, rng=None):
     """
     n, squares = check_int("n", n), check_int("squares", squares)
     size = check_number("size", size, low=0.0, strict=True)
-    rng = np.random.default_rng(0) if rng is None else rng
+    rng = check_rng(rng)
     cells = np.array([(i, j) for i in range(squares) for j in range(squares) if (i + j) % 2 == 0])
     pick = cells[rng.integers(0, len(cells), n)]
     return (pick + rng.uniform(0.0, 1.0, (n, 2)) - squares / 2.0) * size

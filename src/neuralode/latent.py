@@ -16,24 +16,53 @@ The loss is the negative evidence lower bound (ELBO), averaged over series:
 
 import numpy as np
 
-from .gradients import odeint_vjp
+from .errors import check_array, check_int, check_number, check_rng
+from .gradients import SOLVER_OPTIONS, check_options, odeint_vjp
 from .nn import MLP, Linear
 from .solver import odeint
 
 LOG_2PI = float(np.log(2.0 * np.pi))
 
 
+def _value_error(check, *args, **kwargs):
+    """Run one of the shared checks of :mod:`neuralode.errors`, raising its ``TypeError`` as a ``ValueError``.
+
+    Every argument check of this module raises ``ValueError`` naming the argument.
+    """
+    try:
+        return check(*args, **kwargs)
+    except TypeError as error:
+        raise ValueError(str(error)) from None
+
+
+def _same_shape(name, value, other, like, finite=True):
+    """``value`` as a real array (finite unless told otherwise) of the shape of ``like``, named ``other``."""
+    value = check_array(name, value, finite=finite)
+    if value.shape != like.shape:
+        raise ValueError(f"{name} has shape {value.shape} but {other} has shape {like.shape}: they must have "
+                         "one shape (nothing is broadcast)")
+    return value
+
+
 def gaussian_log_likelihood(values, mean, mask, std):
     """``sum mask * log N(values; mean, std^2)`` and its gradient with respect to ``mean``.
 
     Entries where ``mask == 0`` contribute nothing, whatever ``values`` holds there (NaN included).
+    ``values``, ``mean`` and ``mask`` must share one shape (no broadcasting), ``mask`` holds 0 and 1,
+    ``std`` is a positive finite number.
 
     Example:
         >>> value, mean_bar = gaussian_log_likelihood(np.zeros(2), np.zeros(2), np.ones(2), 1.0)
         >>> bool(np.isclose(value, -np.log(2 * np.pi), rtol=0, atol=1e-12)), mean_bar.tolist()
         (True, [0.0, 0.0])
     """
-    mask = np.asarray(mask, float)
+    mean = check_array("mean", mean)
+    values, mask = _same_shape("values", values, "mean", mean, False), _same_shape("mask", mask, "mean", mean)
+    std = _value_error(check_number, "std", std, low=0.0, strict=True)
+    if not np.all((mask == 0) | (mask == 1)):
+        raise ValueError("mask must hold only 0 (not observed) and 1 (observed)")
+    if not np.all(np.isfinite(values[mask > 0])):
+        raise ValueError("values must be finite where mask is 1")
     resid = np.where(mask > 0, np.asarray(values, float), 0.0) - np.where(mask > 0, mean, 0.0)
     value = -0.5 * np.sum(mask * (resid / std) ** 2) - np.sum(mask) * (np.log(std) + 0.5 * LOG_2PI)
     return float(value), mask * resid / std**2
@@ -42,12 +71,14 @@ def gaussian_log_likelihood(values, mean, mask, std):
 def gaussian_kl(mu, logvar):
     """``KL(N(mu, exp(logvar)) || N(0, I))`` summed over all entries, and its gradient ``(mu_bar, logvar_bar)``.
 
-    ``KL = 1/2 sum (mu^2 + exp(logvar) - 1 - logvar)``.
+    ``KL = 1/2 sum (mu^2 + exp(logvar) - 1 - logvar)``; ``mu`` and ``logvar`` finite, of one shape.
 
     Example:
         >>> gaussian_kl(np.zeros(3), np.zeros(3))[0]
         0.0
     """
+    mu = check_array("mu", mu)
+    logvar = _same_shape("logvar", logvar, "mu", mu)
     var = np.exp(logvar)
     value = 0.5 * np.sum(mu**2 + var - 1.0 - logvar)
     return float(value), (np.array(mu, float), 0.5 * (var - 1.0))
@@ -168,7 +199,7 @@ class Encoder:
         def variational(t, s):
             y, dy = s[:n].reshape(shape), s[n:].reshape(shape)
             return np.concatenate([self.flow(t, y).ravel(), self.flow.jvp(t, y, dy).ravel()])
-        options = {k: v for k, v in self.solver.items() if k != "gradient"}
+        options = {k: v for k, v in self.solver.items() if k in SOLVER_OPTIONS}
         end = odeint(variational, np.concatenate([h.ravel(), dh.ravel()]), np.array([t_from, t_to]), **options)[-1]
         return end[:n].reshape(shape), end[n:].reshape(shape)
 
@@ -179,11 +210,25 @@ def _check_positive_int(name, value):
     return int(value)
 
 
+def _check_times(times, name="times", min_size=2):
+    """``times`` as a 1-D, finite, strictly increasing float array of at least ``min_size`` times."""
+    times = check_array(name, times)
+    if times.ndim != 1 or times.size < min_size or np.any(np.diff(times) <= 0):
+        raise ValueError(f"{name} must be a 1-D, finite, strictly increasing array of at least {min_size} "
+                         f"time{'s' if min_size > 1 else ''}, got {times!r:.80}")
+    return times
+
+
+def _check_z0(z0, latent_dim):
+    z0 = check_array("z0", z0)
+    if z0.ndim != 2 or z0.shape[1] != latent_dim or z0.shape[0] < 1:
+        raise ValueError(f"z0 must have shape (n, {latent_dim}), got {z0.shape}")
+    return z0
+
+
 def _check_series(times, values, mask, obs_dim):
-    times = np.asarray(times, dtype=float)
-    if times.ndim != 1 or times.size < 2 or not np.all(np.isfinite(times)) or np.any(np.diff(times) <= 0):
-        raise ValueError(f"times must be a 1-D, finite, strictly increasing array of at least 2 times, got {times!r}")
-    values, mask = np.asarray(values, dtype=float), np.asarray(mask, dtype=float)
+    times = _check_times(times)
+    values, mask = check_array("values", values, finite=False), check_array("mask", mask)
     shape = (values.shape[0] if values.ndim == 3 else -1, times.size, obs_dim)
     if values.ndim != 3 or values.shape[1:] != shape[1:] or values.shape[0] < 1:
         raise ValueError(f"values must have shape (n, {times.size}, {obs_dim}), got {values.shape}")
@@ -203,13 +248,11 @@ class _SequenceVAE:
         self.obs_dim = _check_positive_int("obs_dim", obs_dim)
         self.latent_dim = _check_positive_int("latent_dim", latent_dim)
         self.hidden = _check_positive_int("hidden", hidden)
-        if not (np.isscalar(obs_std) and np.isfinite(obs_std) and obs_std > 0):
-            raise ValueError(f"obs_std must be a positive finite number, got {obs_std!r}")
+        obs_std = _value_error(check_number, "obs_std", obs_std, low=0.0, strict=True)
         if encoder not in ("rnn", "odernn"):
             raise ValueError(f"encoder must be 'rnn' or 'odernn', got {encoder!r}")
-        if rng is not None and not isinstance(rng, np.random.Generator):
-            raise ValueError("rng must be a numpy Generator (np.random.default_rng(seed)) or None")
-        rng = np.random.default_rng(0) if rng is None else rng
+        rng = _value_error(check_rng, rng)
+        _value_error(check_options, **solver)
         self.obs_std, self.solver = float(obs_std), solver
         self.encoder = Encoder(obs_dim, hidden, rng, ode=encoder == "odernn", solver=solver)
         self.head = Linear(hidden, 2 * latent_dim, rng)
@@ -229,11 +272,11 @@ class _SequenceVAE:
         return out[:, : self.latent_dim], out[:, self.latent_dim:]
 
     def decode(self, z0, times):
-        """The predicted means ``(n, len(times), obs_dim)`` from latent initial states ``z0`` at ``times[0]``."""
-        z0 = np.asarray(z0, float)
-        if z0.ndim != 2 or z0.shape[1] != self.latent_dim:
-            raise ValueError(f"z0 must have shape (n, {self.latent_dim}), got {z0.shape}")
-        times = _check_series(times, np.zeros((1, np.size(times), self.obs_dim)), np.zeros((1, np.size(times), self.obs_dim)), self.obs_dim)[0]
+        """The predicted means ``(n, len(times), obs_dim)`` from latent initial states ``z0`` at ``times[0]``.
+
+        ``z0`` is finite, of shape ``(n, latent_dim)``; ``times`` increasing, one time or more.
+        """
+        z0, times = _check_z0(z0, self.latent_dim), _check_times(times, min_size=1)
         traj = self._generate(z0, times)[0]
         T, n, S = traj.shape
         return self.decoder.forward(traj.reshape(T * n, S)).reshape(T, n, self.obs_dim).transpose(1, 0, 2)
@@ -241,9 +284,9 @@ class _SequenceVAE:
     def reconstruct(self, times, values, mask, pred_times=None):
         """Encode the observed values and decode the posterior mean of ``z0`` at ``pred_times``.
 
-        ``pred_times`` (default ``times``) is any increasing array of times from ``times[0]`` on: between
-        the observations (interpolation) or beyond them (extrapolation). The latent state starts at
-        ``times[0]``, where the encoder puts ``z0``, and is carried to each of ``pred_times``.
+        ``pred_times`` (default ``times``) is any increasing array of one time or more from ``times[0]``
+        on: between the observations (interpolation) or beyond them (extrapolation). The latent state
+        starts at ``times[0]``, where the encoder puts ``z0``, and is carried to each of ``pred_times``.
 
         Returns:
             The predicted means, shape ``(n, len(pred_times), obs_dim)``.
@@ -252,11 +295,9 @@ class _SequenceVAE:
         mu, _ = self.encode(times, values, mask)
         if pred_times is None:
             return self.decode(mu, times)
-        pred_times = np.asarray(pred_times, dtype=float)
-        if pred_times.ndim != 1 or pred_times.size < 1 or not np.all(np.isfinite(pred_times)):
-            raise ValueError(f"pred_times must be a 1-D array of finite times, got {pred_times!r}")
-        if pred_times[0] < times[0] or np.any(np.diff(pred_times) <= 0):
-            raise ValueError(f"pred_times must be strictly increasing and start at or after times[0] = {times[0]}")
+        pred_times = _check_times(pred_times, "pred_times", min_size=1)
+        if pred_times[0] < times[0]:
+            raise ValueError(f"pred_times must start at or after times[0] = {times[0]}, got {pred_times[0]}")
         if pred_times[0] == times[0]:
             return self.decode(mu, pred_times)
         return self.decode(mu, np.concatenate([[times[0]], pred_times]))[:, 1:]
@@ -264,8 +305,7 @@ class _SequenceVAE:
     def loss_and_grad(self, times, values, mask, rng):
         """The negative ELBO averaged over series, and its gradient (one array per entry of :attr:`params`)."""
         times, values, mask = _check_series(times, values, mask, self.obs_dim)
-        if not isinstance(rng, np.random.Generator):
-            raise ValueError("rng must be a numpy Generator (np.random.default_rng(seed))")
+        rng = _value_error(check_rng, rng, required=True)
         n, L = values.shape[0], self.latent_dim
         x, observed = encoder_inputs(times, values, mask)
         h0, tape = self.encoder.forward(times, x, observed)
@@ -301,6 +341,9 @@ class LatentODE(_SequenceVAE):
         obs_std: the fixed standard deviation of the Gaussian observation model.
         encoder: ``"rnn"`` or ``"odernn"``.
 
+    The solver options are checked when the model is built
+    (:func:`~neuralode.gradients.check_options`), so a mistake there is named at once.
+
     Example:
         >>> model = LatentODE(2, 3, hidden=8, method="rk4")
         >>> t = np.linspace(0.0, 1.0, 5); x = np.zeros((4, 5, 2)); m = np.ones_like(x)
@@ -321,11 +364,7 @@ class LatentODE(_SequenceVAE):
 
     def latent_trajectory(self, z0, times):
         """``z(times)``, shape ``(len(times), n, latent_dim)``, from ``z0`` at ``times[0]``."""
-        z0 = np.asarray(z0, float)
-        if z0.ndim != 2 or z0.shape[1] != self.latent_dim:
-            raise ValueError(f"z0 must have shape (n, {self.latent_dim}), got {z0.shape}")
-        blank = np.zeros((1, np.size(times), self.obs_dim))
-        return self._generate(z0, _check_series(times, blank, blank, self.obs_dim)[0])[0]
+        return self._generate(_check_z0(z0, self.latent_dim), _check_times(times, min_size=1))[0]
 
     def _generate(self, z0, times):
         zs, pb = odeint_vjp(self.dynamics, z0, times, **self.solver)
@@ -385,9 +424,10 @@ def irregular_spirals(n_series, n_obs, *, n_times=40, t_max=6.0, observe_until=N
     Args:
         n_series: the number of series.
         n_obs: how many grid times each series is observed at, drawn at random among the times up to
-            ``observe_until`` (default ``t_max``).
-        noise: the standard deviation of the observation noise.
-        rng: the random generator.
+            ``observe_until`` (default ``t_max``, at least 0).
+        n_times, t_max: the grid's size and its last time (positive, finite).
+        noise: the standard deviation of the observation noise (non-negative, finite).
+        rng: the random generator (a ``numpy.random.Generator``; required).
 
     Returns:
         ``(times, values, mask, truth, clockwise)``: the grid ``(n_times,)``, noisy values and the mask
@@ -395,10 +435,11 @@ def irregular_spirals(n_series, n_obs, *, n_times=40, t_max=6.0, observe_until=N
     """
     n_series, n_obs, n_times = (_check_positive_int(k, v) for k, v in
                                 (("n_series", n_series), ("n_obs", n_obs), ("n_times", n_times)))
-    if rng is None or not isinstance(rng, np.random.Generator):
-        raise ValueError("rng must be a numpy Generator (np.random.default_rng(seed))")
-    times = np.linspace(0.0, float(t_max), n_times)
-    until = float(t_max) if observe_until is None else float(observe_until)
+    rng = _value_error(check_rng, rng, required=True)
+    t_max = _value_error(check_number, "t_max", t_max, low=0.0, strict=True)
+    noise = _value_error(check_number, "noise", noise, low=0.0)
+    times = np.linspace(0.0, t_max, n_times)
+    until = t_max if observe_until is None else _value_error(check_number, "observe_until", observe_until, low=0.0)
     candidates = np.flatnonzero(times <= until + 1e-12)
     if n_obs > candidates.size:
         raise ValueError(f"n_obs must be at most the {candidates.size} grid times up to observe_until, got {n_obs}")
@@ -434,9 +475,10 @@ def linear_spirals(n_series, n_obs, times, *, observe_until=None, omega=1.0, dec
             one integer for all series or one per series.
         times: the increasing times at which the spirals are evaluated, e.g. the union of observation
             times followed by the times to predict.
-        omega, decay, radius: the angular speed, the decay rate and the range ``(low, high)`` of ``r0``.
-        noise: the standard deviation of the observation noise.
-        rng: the random generator.
+        omega, decay, radius: the angular speed, the decay rate (non-negative, finite) and the range
+            ``(low, high)`` of ``r0`` (finite, ``0 < low <= high``).
+        noise: the standard deviation of the observation noise (non-negative, finite).
+        rng: the random generator (a ``numpy.random.Generator``; required).
 
     Returns:
         ``(times, values, mask, truth, clockwise)`` as for :func:`irregular_spirals`.
@@ -448,23 +490,43 @@ def linear_spirals(n_series, n_obs, times, *, observe_until=None, omega=1.0, dec
         ((4, 11, 2), [6.0, 6.0, 6.0, 6.0], [True, False, True, False])
     """
     n_series = _check_positive_int("n_series", n_series)
-    if rng is None or not isinstance(rng, np.random.Generator):
-        raise ValueError("rng must be a numpy Generator (np.random.default_rng(seed))")
-    times = _check_series(times, np.zeros((1, np.size(times), 2)), np.zeros((1, np.size(times), 2)), 2)[0]
-    for name, value in (("omega", omega), ("decay", decay), ("noise", noise)):
-        if not (np.isscalar(value) and np.isfinite(value) and value >= 0):
-            raise ValueError(f"{name} must be a non-negative finite number, got {value!r}")
-    if not (len(radius) == 2 and 0 < radius[0] <= radius[1]):
-        raise ValueError(f"radius must be a pair (low, high) with 0 < low <= high, got {radius!r}")
-    until = times[-1] if observe_until is None else float(observe_until)
+    rng = _value_error(check_rng, rng, required=True)
+    times = _check_times(times)
+    omega, decay, noise = (_value_error(check_number, name, value, low=0.0)
+                           for name, value in (("omega", omega), ("decay", decay), ("noise", noise)))
+    low, high = _check_radius(radius)
+    until = times[-1] if observe_until is None else _value_error(check_number, "observe_until", observe_until)
     candidates = np.flatnonzero(times <= until + 1e-12)
-    counts = np.broadcast_to(np.asarray(n_obs), (n_series,))
-    if counts.dtype.kind not in "iu" or counts.min() < 1 or counts.max() > candidates.size:
-        raise ValueError(f"n_obs must be integers from 1 to the {candidates.size} times up to observe_until, got {n_obs!r}")
+    counts = _check_counts(n_obs, n_series, candidates.size)
     clockwise = np.arange(n_series) % 2 == 0
     s = np.where(clockwise, -1.0, 1.0)[:, None]
     phi = rng.uniform(0, 2 * np.pi, (n_series, 1)) + s * omega * times
-    r = rng.uniform(radius[0], radius[1], (n_series, 1)) * np.exp(-decay * times)
+    r = rng.uniform(low, high, (n_series, 1)) * np.exp(-decay * times)
     truth = np.stack([r * np.cos(phi), r * np.sin(phi)], axis=2)
     mask = _random_mask(truth.shape, candidates, counts, rng)
     return times, truth + noise * rng.standard_normal(truth.shape), mask, truth, clockwise
+
+
+def _check_radius(radius):
+    """``(low, high)`` from a pair of finite numbers with ``0 < low <= high``, or a ValueError naming ``radius``."""
+    if isinstance(radius, (str, bytes)) or not hasattr(radius, "__len__") or len(radius) != 2:
+        raise ValueError(f"radius must be a pair (low, high) with 0 < low <= high, got {radius!r}")
+    low, high = (_value_error(check_number, f"radius[{i}]", r) for i, r in enumerate(radius))
+    if not 0 < low <= high:
+        raise ValueError(f"radius must be a pair (low, high) with 0 < low <= high, got {radius!r}")
+    return low, high
+
+
+def _check_counts(n_obs, n_series, available):
+    """``n_obs`` (one integer, or one per series) as an int array of ``n_series`` counts in ``1..available``."""
+    if np.ndim(n_obs) == 0:
+        counts = np.full(n_series, _value_error(check_int, "n_obs", n_obs))
+    else:
+        counts = check_array("n_obs", n_obs)
+        if counts.shape != (n_series,) or not np.all(counts == np.round(counts)):
+            raise ValueError(f"n_obs must be one integer or {n_series} integers, one per series; got {n_obs!r:.60}")
+        counts = counts.astype(int)
+    if counts.min() < 1 or counts.max() > available:
+        raise ValueError(f"n_obs must be integers from 1 to the {available} times up to observe_until, "
+                         f"got {n_obs!r:.60}")
+    return counts

@@ -8,7 +8,7 @@ models down to the solver: nothing below imports this module.
 import numpy as np
 
 from .errors import check_int, check_number
-from .gradients import odeint_vjp
+from .gradients import SOLVER_OPTIONS, check_options, odeint_vjp
 from .nn import MLP, Linear
 from .regularise import KineticEnergy
 from .solver import odeint
@@ -129,8 +129,11 @@ class ODENet:
             :meth:`forward_vjp`'s gradient is that of ``loss + lambda E``, with
             ``E = integral of ||f||^2 dt`` per example (:class:`~neuralode.regularise.KineticEnergy`).
         rng: the random generator for the head's initial weights.
-        **solver: ``gradient``, ``method``, ``rtol``, ``atol``, ``step_size`` for
-            :func:`~neuralode.odeint_vjp`.
+        **solver: options of :func:`~neuralode.odeint_vjp` (``gradient``, ``method``, ``rtol``, ``atol``,
+            ``step_size``, ``max_num_steps``, and the gradient mode's own: ``norm``, ``checkpoints``...),
+            checked here, when the model is built.  :meth:`forward_vjp` passes them all on;
+            :meth:`forward` and :meth:`flow` solve without a gradient and pass only those
+            :func:`~neuralode.odeint` takes (:data:`~neuralode.gradients.SOLVER_OPTIONS`).
     """
 
     def __init__(self, field, dim, n_classes, *, extra=0, t1=1.0, kinetic=0.0, rng=None, **solver):
@@ -149,6 +152,7 @@ class ODENet:
         self.kinetic = float(kinetic)
         self.head = Linear(dim + extra, n_classes, rng)
         self.solver = {"gradient": "adjoint", "rtol": 1e-5, "atol": 1e-6, **solver}
+        check_options(**self.solver)
 
     @property
     def params(self):
@@ -157,7 +161,7 @@ class ODENet:
 
     def flow(self, x, t):
         """The augmented states ``z(t)`` at the times ``t`` (from ``t[0]``), shape ``(len(t), n, dim + extra)``."""
-        options = {k: v for k, v in self.solver.items() if k != "gradient"}
+        options = {k: v for k, v in self.solver.items() if k in SOLVER_OPTIONS}
         return odeint(self.field, augment(x, self.extra), t, **options)
 
     def forward(self, x):

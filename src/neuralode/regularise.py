@@ -13,6 +13,9 @@ is computed by the solver itself, as one more coordinate of the state whose deri
 
 import numpy as np
 
+from .errors import check_array, check_int
+from .protocol import check_dynamics, check_returned, check_vjp_output
+
 
 class KineticEnergy:
     """The dynamics of ``[z, E]`` with ``dz/dt = f(t, z)`` and ``dE/dt = ||f(t, z)||^2 / B``.
@@ -22,6 +25,10 @@ class KineticEnergy:
     :meth:`pack` and :meth:`unpack` convert.  It follows the dynamics protocol, so it can be passed
     to :func:`~neuralode.odeint_vjp` in place of ``f``; its VJP needs only ``f``'s, because the
     derivative of ``||f||^2 / B`` with respect to ``z`` is ``(2 / B) f . df/dz``.
+
+    The wrapper flattens ``z``, so it checks what ``f`` and ``f.vjp`` return against ``shape`` on
+    every call (:mod:`~neuralode.protocol`): a transposed result has the right size and would
+    otherwise give a silently wrong energy or gradient.
 
     Args:
         f: dynamics following the protocol (``f(t, z)``, ``f.params``, ``f.vjp``).
@@ -40,10 +47,8 @@ class KineticEnergy:
     def __init__(self, f, shape):
         if not callable(f) or not callable(getattr(f, "vjp", None)):
             raise ValueError("f must follow the dynamics protocol: f(t, y) and f.vjp(t, y, v)")
-        shape = tuple(shape) if np.ndim(shape) else (int(shape),)
-        if not shape or not all(isinstance(d, (int, np.integer)) and d >= 1 for d in shape):
-            raise ValueError(f"shape must be a tuple of positive integers, got {shape!r}")
-        self.f, self.shape = f, shape
+        check_dynamics(f)
+        self.f, self.shape = f, _check_shape(shape)
         self.n = int(np.prod(shape))
         self.batch = shape[0] if len(shape) == 2 else 1
 
@@ -53,15 +58,15 @@ class KineticEnergy:
 
     def pack(self, z0):
         """The initial state ``[z0.ravel(), 0]``."""
-        z0 = np.asarray(z0, dtype=float)
+        z0 = check_array("z0", z0)
         if z0.shape != self.shape:
             raise ValueError(f"z0 must have shape {self.shape}, got {z0.shape}")
         return np.append(z0.ravel(), 0.0)
 
     def unpack(self, s):
         """``(z, E)`` from one flat state ``s`` (or ``(zs, Es)`` from a solution of several)."""
-        s = np.asarray(s, dtype=float)
-        if s.shape[-1] != self.n + 1:
+        s = check_array("s", s)
+        if s.ndim == 0 or s.shape[-1] != self.n + 1:
             raise ValueError(f"the state's last axis must have length {self.n + 1}, got shape {s.shape}")
         return s[..., :-1].reshape(s.shape[:-1] + self.shape), s[..., -1]
 
@@ -71,13 +76,32 @@ class KineticEnergy:
             raise ValueError(f"the state must be flat of length {self.n + 1}, got shape {s.shape}")
         return s[:-1].reshape(self.shape)
 
+    def _value(self, t, z):
+        return np.asarray(check_returned("f(t, z)", self.f(t, z), self.shape, t), dtype=float)
+
     def __call__(self, t, s):
-        dz = np.asarray(self.f(t, self._split(s)))
+        dz = self._value(t, self._split(s))
         return np.append(dz.ravel(), float(np.sum(dz * dz)) / self.batch)
 
     def vjp(self, t, s, v):
         """``v . d[f, ||f||^2/B]/d(z, E)``: ``f``'s VJP with the cotangent ``v_z + (2 v_E / B) f``."""
         z, v = self._split(s), np.asarray(v, dtype=float)
-        dz = np.asarray(self.f(t, z))
-        z_bar, params_bar, t_bar = self.f.vjp(t, z, v[:-1].reshape(self.shape) + (2.0 * v[-1] / self.batch) * dz)
+        if v.shape != (self.n + 1,):
+            raise ValueError(f"v must be flat of length {self.n + 1}, got shape {v.shape}")
+        v_z = v[:-1].reshape(self.shape) + (2.0 * v[-1] / self.batch) * self._value(t, z)
+        z_bar, params_bar, t_bar = check_vjp_output("f.vjp(t, z, v)", self.f.vjp(t, z, v_z), self.shape, self.f.params)
         return np.append(np.ravel(z_bar), 0.0), params_bar, t_bar
+
+
+def _check_shape(shape):
+    """``shape`` as a non-empty tuple of positive integers, or a ``ValueError`` naming it."""
+    if isinstance(shape, (str, bytes)) or shape is None:
+        raise ValueError(f"shape must be a tuple of positive integers, got {shape!r}")
+    dims = tuple(shape) if np.ndim(shape) else (shape,)
+    try:
+        dims = tuple(check_int(f"shape[{i}]", d) for i, d in enumerate(dims))
+    except (TypeError, ValueError):
+        raise ValueError(f"shape must be a tuple of positive integers, got {shape!r}") from None
+    if not dims:
+        raise ValueError(f"shape must be a tuple of positive integers, got {shape!r}")
+    return dims

@@ -61,14 +61,16 @@ class ODESolution:
 class Problem:
     """A checked initial value problem, ready for one of the loops.
 
-    Two options serve the gradient routines: ``h0``, the size of the first step to try (instead of
-    selecting one; the adjoint carries its step across output times with it), and ``measured``, the
+    Three options serve the gradient routines: ``h0``, the size of the first step to try (instead of
+    selecting one; the adjoint carries its step across output times with it), ``measured``, the
     entries of the flat state the error control measures, as a slice or an index array (``None``:
     all of them; the adjoint's seminorm measures ``z`` and ``a`` and leaves the parameter cotangents
-    out).  Three more serve implicit methods: ``jacobian``, the exact Jacobian on flat states (``None``:
-    forward differences); ``coupled``, how many leading entries the stage equations couple (``None``:
-    all; the adjoint's parameter cotangents are not); and ``guarded``, the slice of those whose modes
-    the growth guard watches (``None``: all; see :class:`~neuralode.implicit.ImplicitStepper`).
+    out), and ``norm``, the norm of those scaled entries (``None``: the RMS norm; the adjoint's
+    ``norm="mixed"`` takes the largest of one RMS norm per block).  Three more serve implicit methods:
+    ``jacobian``, the exact Jacobian on flat states (``None``: forward differences); ``coupled``, how
+    many leading entries the stage equations couple (``None``: all; the adjoint's parameter cotangents
+    are not); and ``guarded``, the slice of those whose modes the growth guard watches (``None``: all;
+    see :class:`~neuralode.implicit.ImplicitStepper`).
     """
 
     fun: object
@@ -85,6 +87,7 @@ class Problem:
     record_steps: bool = True
     h0: float = None
     measured: object = None
+    norm: object = None
     jacobian: object = None
     coupled: int = None
     guarded: object = None
@@ -396,6 +399,8 @@ class _StepControl:
     It keeps the tolerances as arrays shaped like the state (for small states NumPy is faster at
     array-by-array than at array-by-scalar arithmetic) and the error scale of the current state
     (:func:`~neuralode.stepsize.error_scale`), so that each attempt computes only the new state's.
+    The error ratio and the first step use ``problem.norm`` (the RMS norm unless the problem names
+    another).
     """
 
     def __init__(self, problem, sol):
@@ -407,7 +412,7 @@ class _StepControl:
         self.rtol = np.full(count, problem.rtol) if np.ndim(problem.rtol) == 0 else np.ravel(problem.rtol)[m]
         self.atol = np.full(count, problem.atol) if np.ndim(problem.atol) == 0 else np.ravel(problem.atol)[m]
         self.attempts, self.nfe = 0, 1      # so far: f(t0, y0)
-        self.state, self.step = None, stepper(problem)
+        self.state, self.norm, self.step = None, problem.norm or rms_norm, stepper(problem)
 
     def accepted_steps(self, start=None):
         """Yield every accepted step as ``(t_n, t_n+1, h, YK, y_n+1, lin)``, until ``t[-1]`` is reached.
@@ -426,7 +431,7 @@ class _StepControl:
         factorisation (:func:`~neuralode.stepsize.hold_step`).
         """
         fun, tab, direction, t_end, m = self.problem.fun, self.problem.tableau, self.direction, self.t_end, self.m
-        rtol, atol, zero, s = self.rtol, self.atol, self.problem.zero, tab.stages
+        rtol, atol, zero, s, norm = self.rtol, self.atol, self.problem.zero, tab.stages, self.norm
         if start is None:
             start = float(self.problem.t[0]), self.problem.y0, self.problem.f0, self._initial_step()
         tn, y, k0, h_abs, *carried = start
@@ -459,7 +464,7 @@ class _StepControl:
                     continue
                 finite = math.isfinite(y_new.dot(zero))   # 0 * y is NaN exactly where y is inf or NaN
                 scale_new = error_scale(y_new[m], rtol, atol)  # the ratio is error_ratio(err, y, y_new, ...)
-                ratio = rms_norm(W[s + 1].dot(YK[:, m]) / np.maximum(scale, scale_new))
+                ratio = norm(W[s + 1].dot(YK[:, m]) / np.maximum(scale, scale_new))
                 if ratio <= 1.0 and finite:
                     break
                 h_abs, rejected = self._reject(tn, h, ratio, finite, min_step, YK), True
@@ -493,7 +498,7 @@ class _StepControl:
             return p.h0
         self.nfe += 1                       # the selection evaluates f once
         return select_initial_step(p.fun, p.t[0], p.y0, p.f0, self.direction, p.tableau.error_order,
-                                   self.rtol, self.atol, abs(p.t[-1] - p.t[0]), self.m)
+                                   self.rtol, self.atol, abs(p.t[-1] - p.t[0]), self.m, self.norm)
 
     def _first_stage(self, tn, y):
         """``k_1 = f(t_n, y_n)``, for a method whose last stage is not the next step's first."""
