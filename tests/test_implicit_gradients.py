@@ -149,18 +149,21 @@ def test_backprop_is_the_exact_gradient_of_the_fixed_step_solver(method):
 
 @PROPERTY
 @given(st.integers(0, 2**32 - 1), st.sampled_from(["kvaerno3", "kvaerno5"]),
-       st.sampled_from(["adjoint", "backprop", "checkpoint", "interpolated"]))
+       st.sampled_from(["adjoint", "backprop", "checkpoint", "interpolated", "interpolated with checkpoints"]))
 def test_every_mode_matches_a_high_accuracy_gradient(seed, method, gradient):
     rng = np.random.default_rng(seed)
     f, y0, t = MLP([2, 6, 2], rng=rng), rng.standard_normal((2, 2)), np.array([0.0, 0.5, 1.2])
     weights = rng.standard_normal((len(t), 2, 2))
-    _, pullback = ne.odeint_vjp(f, y0, t, gradient=gradient, method=method, rtol=1e-8, atol=1e-10)
+    options = {"checkpoints": 2} if gradient.endswith("checkpoints") else {}
+    _, pullback = ne.odeint_vjp(f, y0, t, gradient=gradient.split()[0], method=method, rtol=1e-8, atol=1e-10,
+                                **options)
     reference = _fd_all(f, y0, t, weights, method="dopri5", rtol=1e-12, atol=1e-12)
     _assert_close(pullback(weights), reference, 1e-4)
 
 
-@pytest.mark.parametrize("gradient", ["adjoint", "backprop", "checkpoint", "interpolated"])
-def test_every_mode_on_a_stiff_linear_system(gradient):
+@pytest.mark.parametrize("gradient, options", [("adjoint", {}), ("backprop", {}), ("checkpoint", {}),
+                                               ("interpolated", {}), ("interpolated", {"checkpoints": 3})])
+def test_every_mode_on_a_stiff_linear_system(gradient, options):
     """dz/dt = A z with eigenvalues -1, -1e3, -1e5: the exact gradient of c . z(1) against W = A."""
     A = np.diag([-1.0, -1e3, -1e5])
     f = MLP([3, 3], activation="identity")
@@ -168,7 +171,8 @@ def test_every_mode_on_a_stiff_linear_system(gradient):
     z0, c = np.ones(3), np.array([1.0, 2.0, -1.0])
     ys_bar = np.zeros((2, 3))
     ys_bar[-1] = c
-    _, pullback = ne.odeint_vjp(f, z0, [0.0, 1.0], gradient=gradient, method="kvaerno3", rtol=1e-6, atol=1e-9)
+    _, pullback = ne.odeint_vjp(f, z0, [0.0, 1.0], gradient=gradient, method="kvaerno3", rtol=1e-6, atol=1e-9,
+                                **options)
     _, params_bar, _ = pullback(ys_bar)
     assert relative_error(ravel_params(params_bar), linear_field_gradient(A, z0, c)) < 1e-3
     assert pullback.nfe_forward < 20_000        # an explicit method would need about 1e5 / 3.3 steps of 6 stages
