@@ -155,7 +155,9 @@ def test_every_mode_matches_a_high_accuracy_gradient(seed, method, gradient):
     f, y0, t = MLP([2, 6, 2], rng=rng), rng.standard_normal((2, 2)), np.array([0.0, 0.5, 1.2])
     weights = rng.standard_normal((len(t), 2, 2))
     options = {"checkpoints": 2} if gradient.endswith("checkpoints") else {}
-    _, pullback = ne.odeint_vjp(f, y0, t, gradient=gradient.split()[0], method=method, rtol=1e-8, atol=1e-10,
+    # Tight tolerances: on such smooth fields kvaerno5 takes a handful of long steps, and the outputs
+    # between step ends come from its cubic Hermite dense output, of order 3 only.
+    _, pullback = ne.odeint_vjp(f, y0, t, gradient=gradient.split()[0], method=method, rtol=1e-10, atol=1e-12,
                                 **options)
     reference = _fd_all(f, y0, t, weights, method="dopri5", rtol=1e-12, atol=1e-12)
     _assert_close(pullback(weights), reference, 1e-4)

@@ -363,7 +363,9 @@ def _kvaerno3():
 def _kvaerno5():
     """Kværnø (2004), the L-stable ESDIRK 5(4) with seven stages, ``gamma = 0.26``, as the paper prints it.
 
-    The embedded solution of order 4 is the sixth stage (``c_6 = 1``).
+    The embedded solution of order 4 is the sixth stage (``c_6 = 1``).  Like ``kvaerno3`` it has no
+    dense coefficients of its own: between its step ends the solution is the cubic Hermite interpolant
+    of the step (order 3), so output times inside long steps are less accurate than the step ends.
     """
     g = 0.26
     a = np.zeros((7, 7))
