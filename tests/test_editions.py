@@ -1,5 +1,5 @@
 """The Korean edition's helpers (tools/sphinxext/book_editions.py): the search stemmer, which messages
-need translating, and reading a catalogue's states."""
+need translating, reading a catalogue's states, and where a glued number in a translation is read."""
 
 import importlib.util
 from pathlib import Path
@@ -45,3 +45,13 @@ def test_read_catalogue_states(tmp_path):
     catalogue = book_editions.read_catalogue(po)
     assert catalogue == {"Done": ("완료", False), "Changed": ("바뀜", True), "Open": ("", False)}
     assert book_editions.read_catalogue(tmp_path / "missing.po") == {}
+
+
+@pytest.mark.parametrize("text, target", [
+    ("ch03_order", "03_euler_method.md::ch03_order:s"),
+    ("ch15_err:.1e", "03_euler_method.md::ch15_err:.1e"),
+    ("other.md::ch03_order", "other.md::ch03_order"),
+])
+def test_glue_in_a_translation_names_its_page(text, target):
+    # The role splits its text at the last colon, so the format must be spelled out after the page.
+    assert book_editions.glue_target_in_translation(text, "03_euler_method.md") == target

@@ -13,6 +13,8 @@ English). This extension adds what Sphinx does not do by itself:
 * search in Korean: Sphinx 7.4 has no Korean search language, so words keep their particles
   ("오차를") and a query for "오차" finds nothing. :class:`SearchKorean` strips common particles and
   endings from indexed words and, with the same rules in JavaScript, from query words.
+* glued numbers in translated sentences: ``{glue:text}`key` `` in a translation reads the page's
+  glue data (MyST-NB alone finds it only in the English text it parses with the notebook).
 
 Configuration (``_config.yml``, ``sphinx: config:``): ``language`` (set per edition by
 ``tools/build_book.py``), ``locale_dirs``, ``gettext_compact: false``, and
@@ -177,6 +179,38 @@ def write_status(app, exception):
 
 
 # ---------------------------------------------------------------------------------------------
+# Glued numbers in translated messages
+
+
+def glue_target_in_translation(text, source_name):
+    """The target a ``{glue:text}`` role of a translated message is read with: the same key on the
+    same page, named explicitly (``"ch03_order:.3f"`` -> ``"03_euler_method.md::ch03_order:.3f"``).
+
+    MyST-NB hands a page's glue data to the roles only while it parses the notebook. Sphinx parses a
+    translated message afterwards, on its own, where a bare key finds nothing; a key that names its
+    page is resolved when the page is written, from the glue data MyST-NB saved. The format is always
+    spelled out, because the role splits its text at the last colon."""
+    if "::" in text:
+        return text
+    key, _, spec = text.partition(":")
+    return f"{source_name}::{key}:{spec or 's'}"
+
+
+def _paste_text_in_translations():
+    """MyST-NB's ``{glue:text}`` role, which in a translated message reads the page's saved glue data."""
+    from myst_nb.ext.glue.roles import PasteTextRole
+
+    class PasteTextTranslated(PasteTextRole):
+        def run(self):
+            if self.document.current_source.endswith("<translated>"):
+                env = self.document.settings.env
+                self.text = glue_target_in_translation(self.text, Path(env.doc2path(env.docname)).name)
+            return super().run()
+
+    return PasteTextTranslated()
+
+
+# ---------------------------------------------------------------------------------------------
 # Links between the editions, and the note on untranslated pages
 
 
@@ -215,6 +249,8 @@ def add_edition_links(app, pagename, templatename, context, doctree):
 
 
 def setup(app):
+    app.setup_extension("myst_nb")
+    app.add_role_to_domain("glue", "text", _paste_text_in_translations(), override=True)
     app.add_config_value("edition_complete_pages", [], "env")
     app.add_search_language(SearchKorean)
     app.connect("doctree-read", record_translation)
