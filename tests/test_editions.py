@@ -2,6 +2,7 @@
 need translating, reading a catalogue's states, and where a glued number in a translation is read."""
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -55,3 +56,21 @@ def test_read_catalogue_states(tmp_path):
 def test_glue_in_a_translation_names_its_page(text, target):
     # The role splits its text at the last colon, so the format must be spelled out after the page.
     assert book_editions.glue_target_in_translation(text, "03_euler_method.md") == target
+
+
+def test_glued_markdown_in_a_translation_is_read_from_the_saved_glue_data(tmp_path):
+    # MyST-NB saves a page's glue data as <docname>.glue.json; a {glue:md} role in a translated
+    # message pastes the Markdown stored there under its key (the format after the colon dropped).
+    (tmp_path / "book").mkdir()
+    (tmp_path / "book" / "06_page.glue.json").write_text(json.dumps({
+        "ch06_err": {"data": {"text/markdown": "$2.4 \\times 10^{-5}$", "text/plain": "<Markdown>"}},
+        "ch06_lines": {"data": {"text/markdown": ["$1", "0^{-3}$"]}},
+        "ch06_plain": {"data": {"text/plain": "0.5"}},
+    }), encoding="utf-8")
+    read = book_editions.saved_glue_markdown
+    assert read(tmp_path, "book/06_page", "ch06_err:myst") == "$2.4 \\times 10^{-5}$"
+    assert read(tmp_path, "book/06_page", "ch06_err") == "$2.4 \\times 10^{-5}$"
+    assert read(tmp_path, "book/06_page", "ch06_lines:myst") == "$10^{-3}$"
+    assert read(tmp_path, "book/06_page", "ch06_plain:myst") is None
+    assert read(tmp_path, "book/06_page", "ch06_missing:myst") is None
+    assert read(tmp_path, "book/07_other", "ch06_err:myst") is None

@@ -13,8 +13,9 @@ English). This extension adds what Sphinx does not do by itself:
 * search in Korean: Sphinx 7.4 has no Korean search language, so words keep their particles
   ("오차를") and a query for "오차" finds nothing. :class:`SearchKorean` strips common particles and
   endings from indexed words and, with the same rules in JavaScript, from query words.
-* glued numbers in translated sentences: ``{glue:text}`key` `` in a translation reads the page's
-  glue data (MyST-NB alone finds it only in the English text it parses with the notebook).
+* glued numbers in translated sentences: ``{glue:text}`key` `` and ``{glue:md}`key:myst` `` in a
+  translation read the page's glue data (MyST-NB alone finds it only in the English text it parses
+  with the notebook).
 
 Configuration (``_config.yml``, ``sphinx: config:``): ``language`` (set per edition by
 ``tools/build_book.py``), ``locale_dirs``, ``gettext_compact: false``, and
@@ -210,6 +211,45 @@ def _paste_text_in_translations():
     return PasteTextTranslated()
 
 
+def saved_glue_markdown(folder, docname, text):
+    """The Markdown a ``{glue:md}`` role of a translated message pastes (``"$2.4 \\times 10^{-5}$"``),
+    read from the glue data MyST-NB saved for page ``docname`` in ``folder`` (``<docname>.glue.json``),
+    or None when the key has no ``text/markdown`` output there. ``text`` is the role's content,
+    ``key`` or ``key:format``."""
+    key = text.rsplit(":", 1)[0] if ":" in text else text
+    *parts, name = docname.split("/")
+    path = Path(folder).joinpath(*parts, f"{name}.glue.json")
+    if not path.is_file():
+        return None
+    markdown = json.loads(path.read_text(encoding="utf-8")).get(key, {}).get("data", {}).get("text/markdown")
+    return "".join(markdown) if isinstance(markdown, list) else markdown
+
+
+def _paste_markdown_in_translations():
+    """MyST-NB's ``{glue:md}`` role, which in a translated message reads the page's saved glue data.
+
+    MyST-NB keeps no page reference for Markdown (its post-transform pastes text, HTML and images
+    only), so the role parses the saved Markdown itself, inline, with the parser of the message, which
+    for a page of this book is MyST: ``$...$`` becomes the same math node as in the English sentence.
+    The glue file exists by then, since MyST-NB writes it when it has read the page, before Sphinx
+    translates the page's messages."""
+    from myst_nb.ext.glue.roles import PasteMarkdownRole
+    from myst_nb.ext.glue.utils import glue_warning
+
+    class PasteMarkdownTranslated(PasteMarkdownRole):
+        def run(self):
+            if not self.document.current_source.endswith("<translated>"):
+                return super().run()
+            env = self.document.settings.env
+            markdown = saved_glue_markdown(env.mystnb_config.output_folder, env.docname, self.text)
+            if markdown is None:
+                message = f"No text/markdown for {self.text!r} in the saved glue data of {env.docname!r}"
+                return [], [glue_warning(message, self.document, self.line)]
+            return self.inliner.parse(markdown, self.line, None, self.inliner.parent)
+
+    return PasteMarkdownTranslated()
+
+
 # ---------------------------------------------------------------------------------------------
 # Links between the editions, and the note on untranslated pages
 
@@ -251,6 +291,7 @@ def add_edition_links(app, pagename, templatename, context, doctree):
 def setup(app):
     app.setup_extension("myst_nb")
     app.add_role_to_domain("glue", "text", _paste_text_in_translations(), override=True)
+    app.add_role_to_domain("glue", "md", _paste_markdown_in_translations(), override=True)
     app.add_config_value("edition_complete_pages", [], "env")
     app.add_search_language(SearchKorean)
     app.connect("doctree-read", record_translation)
