@@ -2,7 +2,6 @@
 need translating, reading a catalogue's states, and where a glued number in a translation is read."""
 
 import importlib.util
-import json
 from pathlib import Path
 
 import pytest
@@ -48,6 +47,20 @@ def test_read_catalogue_states(tmp_path):
     assert book_editions.read_catalogue(tmp_path / "missing.po") == {}
 
 
+def test_message_state_counts_a_translated_image_description():
+    catalogue = {"Done": ("완료", False), "Changed": ("바뀜", True), "Open": ("", False),
+                 "Four boxes joined by arrows h0 and h1.": ("화살표 h0, h1로 이어진 tanh 상자 네 개.", False)}
+    assert book_editions.message_state("Done", catalogue) == "translated"
+    assert book_editions.message_state("Changed", catalogue) == "fuzzy"
+    assert book_editions.message_state("Changed", catalogue, marked=True) == "translated"
+    assert book_editions.message_state("Open", catalogue) == "untranslated"
+    assert book_editions.message_state("Not in the catalogue", catalogue) == "untranslated"
+    # an alt text comes back from the page already translated, and unmarked by Sphinx
+    assert book_editions.message_state("화살표 h0, h1로 이어진 tanh 상자 네 개.", catalogue) == "translated"
+    # a stale (fuzzy) translation read back is not a translation
+    assert book_editions.message_state("바뀜", catalogue) == "untranslated"
+
+
 @pytest.mark.parametrize("text, target", [
     ("ch03_order", "03_euler_method.md::ch03_order:s"),
     ("ch15_err:.1e", "03_euler_method.md::ch15_err:.1e"),
@@ -58,19 +71,11 @@ def test_glue_in_a_translation_names_its_page(text, target):
     assert book_editions.glue_target_in_translation(text, "03_euler_method.md") == target
 
 
-def test_glued_markdown_in_a_translation_is_read_from_the_saved_glue_data(tmp_path):
-    # MyST-NB saves a page's glue data as <docname>.glue.json; a {glue:md} role in a translated
-    # message pastes the Markdown stored there under its key (the format after the colon dropped).
-    (tmp_path / "book").mkdir()
-    (tmp_path / "book" / "06_page.glue.json").write_text(json.dumps({
-        "ch06_err": {"data": {"text/markdown": "$2.4 \\times 10^{-5}$", "text/plain": "<Markdown>"}},
-        "ch06_lines": {"data": {"text/markdown": ["$1", "0^{-3}$"]}},
-        "ch06_plain": {"data": {"text/plain": "0.5"}},
-    }), encoding="utf-8")
-    read = book_editions.saved_glue_markdown
-    assert read(tmp_path, "book/06_page", "ch06_err:myst") == "$2.4 \\times 10^{-5}$"
-    assert read(tmp_path, "book/06_page", "ch06_err") == "$2.4 \\times 10^{-5}$"
-    assert read(tmp_path, "book/06_page", "ch06_lines:myst") == "$10^{-3}$"
-    assert read(tmp_path, "book/06_page", "ch06_plain:myst") is None
-    assert read(tmp_path, "book/06_page", "ch06_missing:myst") is None
-    assert read(tmp_path, "book/07_other", "ch06_err:myst") is None
+@pytest.mark.parametrize("markdown, kind, text", [
+    ("$2.4 \\times 10^{-5}$", "math", "2.4 \\times 10^{-5}"), (" $h$ ", "math", "h"),
+    ("7.3 times", "Text", "7.3 times"), ("$a$ and $b$", "Text", "$a$ and $b$"),
+])
+def test_glued_markdown_in_a_translation(markdown, kind, text):
+    """A value glued as Markdown becomes a formula in a translated sentence, or stays plain text."""
+    (node,) = book_editions.markdown_nodes(markdown)
+    assert type(node).__name__ == kind and node.astext() == text

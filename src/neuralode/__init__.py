@@ -13,6 +13,9 @@ open and check.  The public surface:
 * :mod:`neuralode.data` makes toy data sets; :mod:`neuralode.train` holds losses and the loop ``fit``;
 * :mod:`neuralode.checks` holds finite differences, the dot-product test and observed orders;
 * :mod:`neuralode.plotting` shows the chapters' animations as players that work offline.
+* :mod:`neuralode.physics` holds known models (Lotka-Volterra) and the hybrid of a known field and a
+  learned one; :mod:`neuralode.shooting` fits a trajectory by multiple shooting; :mod:`neuralode.sparse`
+  reads a formula back from samples by sparse regression (SINDy).
 """
 
 from . import checks, nn, optim, params, stepsize, tableaux
@@ -22,11 +25,11 @@ from .gradients import odeint_vjp
 from .events import integrate_event, odeint_event, odeint_event_vjp
 from .solver import ODESolution, integrate, odeint
 from .tableaux import TABLEAUX, ButcherTableau
-from . import cnf, data, events, latent, models, plotting, regularise, train
+from . import cnf, data, events, latent, models, physics, plotting, regularise, shooting, sparse, train
 
 __all__ = [
     "ButcherTableau", "IntegrationError", "NonFiniteError", "ODESolution", "StepSizeUnderflowError",
     "TABLEAUX", "TooManyStepsError", "checks", "integrate", "nn", "odeint", "odeint_vjp", "optim", "stepsize", "tableaux",
 ]
-__all__ += ["cnf", "data", "models", "params", "plotting", "train"]
+__all__ += ["cnf", "data", "models", "params", "physics", "plotting", "shooting", "sparse", "train"]
 __all__ += ["EventNotFoundError", "GrazingEventError", "events", "integrate_event", "odeint_event", "odeint_event_vjp"]

@@ -13,7 +13,7 @@ English). This extension adds what Sphinx does not do by itself:
 * search in Korean: Sphinx 7.4 has no Korean search language, so words keep their particles
   ("오차를") and a query for "오차" finds nothing. :class:`SearchKorean` strips common particles and
   endings from indexed words and, with the same rules in JavaScript, from query words.
-* glued numbers in translated sentences: ``{glue:text}`key` `` and ``{glue:md}`key:myst` `` in a
+* glued numbers in translated sentences: ``{glue:text}`key` `` and ``{glue:md}`key` `` in a
   translation read the page's glue data (MyST-NB alone finds it only in the English text it parses
   with the notebook).
 
@@ -128,6 +128,22 @@ def _catalogue(app, docname):
     return {}
 
 
+def message_state(message, catalogue, marked=False):
+    """``"translated"``, ``"fuzzy"`` or ``"untranslated"``: the state of a message read from a page
+    of a translated edition, given the page's catalogue (:func:`read_catalogue`).
+
+    ``marked`` is Sphinx's own mark on a node it translated. Sphinx marks a translated paragraph but
+    not a translated image description (alt text): there the message read back is the translation
+    itself, which counts as translated when it is an up-to-date entry's ``msgstr``.
+    """
+    msgstr, fuzzy = catalogue.get(message, ("", False))
+    if marked or (msgstr and not fuzzy):
+        return "translated"
+    if any(message == text and not stale for text, stale in catalogue.values()):
+        return "translated"
+    return "fuzzy" if msgstr else "untranslated"
+
+
 def record_translation(app, doctree):
     """After reading a page of a translated edition, count its messages by state (env data)."""
     if app.config.language == "en":
@@ -137,11 +153,11 @@ def record_translation(app, doctree):
     for node, message in extract_messages(doctree):
         if isinstance(node, nodes.math_block) or not needs_translation(message):
             continue
-        msgstr, fuzzy = catalogue.get(message, ("", False))
-        if node.get("translated") or (msgstr and not fuzzy):
+        state = message_state(message, catalogue, bool(node.get("translated")))
+        if state == "translated":
             status["translated"] += 1
         else:
-            status["fuzzy" if msgstr else "untranslated"].append(message[:120])
+            status[state].append(message[:120])
     if not hasattr(app.env, "edition_status"):
         app.env.edition_status = {}
     app.env.edition_status[app.env.docname] = status
@@ -203,7 +219,7 @@ def _paste_text_in_translations():
 
     class PasteTextTranslated(PasteTextRole):
         def run(self):
-            if self.document.current_source.endswith("<translated>"):
+            if _translated(self.document):
                 env = self.document.settings.env
                 self.text = glue_target_in_translation(self.text, Path(env.doc2path(env.docname)).name)
             return super().run()
@@ -211,41 +227,47 @@ def _paste_text_in_translations():
     return PasteTextTranslated()
 
 
-def saved_glue_markdown(folder, docname, text):
-    """The Markdown a ``{glue:md}`` role of a translated message pastes (``"$2.4 \\times 10^{-5}$"``),
-    read from the glue data MyST-NB saved for page ``docname`` in ``folder`` (``<docname>.glue.json``),
-    or None when the key has no ``text/markdown`` output there. ``text`` is the role's content,
-    ``key`` or ``key:format``."""
-    key = text.rsplit(":", 1)[0] if ":" in text else text
-    *parts, name = docname.split("/")
-    path = Path(folder).joinpath(*parts, f"{name}.glue.json")
-    if not path.is_file():
-        return None
-    markdown = json.loads(path.read_text(encoding="utf-8")).get(key, {}).get("data", {}).get("text/markdown")
-    return "".join(markdown) if isinstance(markdown, list) else markdown
+def _translated(document):
+    return document.current_source.endswith("<translated>")
+
+
+def saved_glue(env, key):
+    """The glued output ``key`` of the page being read, from the file MyST-NB wrote when it parsed it."""
+    path = Path(env.mystnb_config.output_folder, f"{env.docname}.glue.json")
+    data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    return data.get(key)
+
+
+def markdown_nodes(markdown):
+    """Nodes for a glued Markdown value: a formula ``$...$`` becomes math, anything else plain text."""
+    formula = re.fullmatch(r"\s*\$([^$]+)\$\s*", markdown)
+    if formula:
+        return [nodes.math(formula.group(0).strip(), formula.group(1))]
+    return [nodes.Text(markdown)]
 
 
 def _paste_markdown_in_translations():
     """MyST-NB's ``{glue:md}`` role, which in a translated message reads the page's saved glue data.
 
-    MyST-NB keeps no page reference for Markdown (its post-transform pastes text, HTML and images
-    only), so the role parses the saved Markdown itself, inline, with the parser of the message, which
-    for a page of this book is MyST: ``$...$`` becomes the same math node as in the English sentence.
-    The glue file exists by then, since MyST-NB writes it when it has read the page, before Sphinx
-    translates the page's messages."""
+    The role renders its value with the notebook's renderer, which exists only while MyST-NB parses
+    the English page; in a translated message the value (a formula or a short text, as the chapters
+    glue them) is read from the saved glue data and turned into nodes here."""
     from myst_nb.ext.glue.roles import PasteMarkdownRole
     from myst_nb.ext.glue.utils import glue_warning
 
     class PasteMarkdownTranslated(PasteMarkdownRole):
         def run(self):
-            if not self.document.current_source.endswith("<translated>"):
+            if not _translated(self.document):
                 return super().run()
-            env = self.document.settings.env
-            markdown = saved_glue_markdown(env.mystnb_config.output_folder, env.docname, self.text)
+            key = self.text.rsplit(":", 1)[0] if ":" in self.text else self.text
+            output = saved_glue(self.document.settings.env, key)
+            markdown = (output or {}).get("data", {}).get("text/markdown")
             if markdown is None:
-                message = f"No text/markdown for {self.text!r} in the saved glue data of {env.docname!r}"
-                return [], [glue_warning(message, self.document, self.line)]
-            return self.inliner.parse(markdown, self.line, None, self.inliner.parent)
+                return [], [glue_warning(f"No text/markdown found in {key!r} data", self.document, self.line)]
+            _nodes = markdown_nodes("".join(markdown) if isinstance(markdown, list) else markdown)
+            for node in _nodes:
+                self.set_source_info(node) if isinstance(node, nodes.Element) else None
+            return _nodes, []
 
     return PasteMarkdownTranslated()
 
