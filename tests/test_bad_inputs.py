@@ -99,12 +99,69 @@ def later_wrong_shape(shape_after):
     return func
 
 
-@pytest.mark.parametrize("method", ["euler", "rk4", "dopri5", "bosh3"])
+@pytest.mark.parametrize("method", ["euler", "rk4", "dopri5", "bosh3", "implicit_euler", "kvaerno3"])
 @pytest.mark.parametrize("y0, wrong", [(np.ones(2), (1,)), (np.ones((3, 2)), (2,)), (np.ones((3, 2)), (3, 1))])
 def test_func_shape_is_checked_on_every_call(method, y0, wrong):
-    step = 0.1 if method in ("euler", "rk4") else None
+    step = 0.1 if method in ("euler", "rk4", "implicit_euler") else None
     with pytest.raises(ValueError, match=r"func\(t, y\) returned shape"):
         ne.odeint(later_wrong_shape(wrong), y0, [0.0, 1.0], method=method, step_size=step)
+
+
+class WithJvp:
+    """Decay whose ``jvp`` (or ``jacobian``) returns what it is given: the implicit methods read them."""
+
+    def __init__(self, jvp=None, jacobian=None):
+        if jvp is not None:
+            self.jvp = jvp
+        if jacobian is not None:
+            self.jacobian = jacobian
+
+    def __call__(self, t, y):
+        return -y
+
+
+def nan_beyond(t, y):
+    return np.where(y > 0.5, -50.0 * y, np.nan)
+
+
+IMPLICIT_CASES = [
+    (dict(method="kvaerno4"), ValueError, r"unknown method 'kvaerno4'; choose one of .*'kvaerno3'"),
+    (dict(func=WithJvp(jvp=lambda t, y, u: u[:1])), ValueError, r"func\.jvp\(t, y, u\) returned shape \(1,\)"),
+    (dict(func=WithJvp(jvp=lambda t, y, u: None)), ValueError, r"func\.jvp\(t, y, u\) returned NoneType"),
+    (dict(func=WithJvp(jvp=lambda t, y, u: "u")), ValueError, r"func\.jvp\(t, y, u\) returned str"),
+    (dict(func=WithJvp(jacobian=lambda t, y: np.eye(3))), ValueError, r"func\.jacobian\(t, y\) returned shape"),
+    (dict(func=WithJvp(jvp=lambda t, y, u: u * np.nan)), ne.NonFiniteError, "Jacobian from func.jvp"),
+    (dict(func=WithJvp(jacobian=lambda t, y: np.full((2, 2), np.inf))), ne.NonFiniteError, "Jacobian"),
+    (dict(func=lambda t, y: np.where(y <= 1.0, -y, np.nan), y0=[1.0, 1.0], step_size=0.1, method="implicit_euler"),
+     ne.NonFiniteError, "finite differences of func"),
+    (dict(func=lambda t, y: -y**3, y0=[10.0, 10.0], method="implicit_euler", step_size=1.0),
+     ne.ConvergenceError, r"t = 0: Newton's iteration .* did not converge .* Use a smaller step_size"),
+    (dict(func=nan_beyond, y0=[1.0, 1.0], method="kvaerno3"), ne.ConvergenceError, "cannot shrink further"),
+    (dict(func=lambda t, y: -y**3, y0=[10.0, 10.0], method="kvaerno3", max_num_steps=3), ne.TooManyStepsError,
+     "max_num_steps = 3"),
+]
+
+
+@pytest.mark.parametrize("changes, error, phrase", IMPLICIT_CASES)
+def test_implicit_methods_refuse(changes, error, phrase):
+    args = {"func": decay, "y0": Y0, "t": T, "method": "kvaerno3", **changes}
+    with pytest.raises(error, match=phrase):
+        ne.odeint(args.pop("func"), args.pop("y0"), args.pop("t"), **args)
+
+
+@pytest.mark.parametrize("a, message", [([[0.0, 0.0], [0.5, -0.5]], "ESDIRK diagonal"),
+                                        ([[0.5, 0.0], [0.0, 0.5]], "ESDIRK diagonal"),
+                                        ([[0.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.5, 0.0, 0.4]], "ESDIRK diagonal"),
+                                        ([[0.0, 0.5], [0.0, 0.5]], "strictly lower triangular")])
+def test_implicit_tableaux_refuse(a, message):
+    a = np.array(a)
+    with pytest.raises(ValueError, match=message):
+        ne.ButcherTableau(name="bad", order=1, c=a.sum(axis=1), a=a, b=np.full(len(a), 1 / len(a)))
+
+
+def test_order_conditions_refuse_an_order_they_do_not_list():
+    with pytest.raises(ValueError, match="max_order must be 4 or 5"):
+        ne.tableaux.order_condition_residuals(ne.IMPLICIT_TABLEAUX["kvaerno3"], max_order=3)
 
 
 def test_atol_zero_without_zero_component_still_solves():
@@ -175,6 +232,11 @@ MODEL_CASES = [
     (lambda: models.ODENet(nn.MLP([3, 8, 3]), 2, 2), ValueError, "dim \\+ extra"),
     (lambda: models.ODENet(nn.MLP([2, 8, 2]), 2, 2, extra=-1), ValueError, "extra must be"),
     (lambda: models.ODENet(None, 2, 2), TypeError, "field must be dynamics"),
+    (lambda: nn.ScaledField(nn.MLP([2, 2]), [1.0, np.nan]), ValueError, "scale must be a finite number"),
+    (lambda: nn.ScaledField(nn.MLP([2, 2]), np.ones((2, 2))), ValueError, "scale must be a finite number"),
+    (lambda: nn.ScaledField(nn.MLP([2, 2]), "big"), ValueError, "scale must be a finite number"),
+    (lambda: nn.ScaledField(nn.MLP([2, 2]), [1.0, 2.0, 3.0]), ValueError, "scale has 3 entries; the field has 2"),
+    (lambda: nn.ScaledField(lambda t, y: y, 2.0), TypeError, "field must follow the dynamics protocol"),
 ]
 
 
@@ -567,6 +629,89 @@ CHECKER_CASES = [
 @pytest.mark.parametrize("make, error, phrase", CHECKER_CASES)
 def test_checkers_refuse_what_they_cannot_compare(make, error, phrase):
     """Class 5: a checker that can pass a wrong answer is worse than none."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Known physics, hybrids, multiple shooting, sparse regression, L-BFGS
+
+from neuralode import physics, shooting, sparse  # noqa: E402
+
+
+class NoVJP:
+    params = []
+
+    def __call__(self, t, y):
+        return -y
+
+
+class WrongShape:
+    """A field that follows the protocol but returns the wrong shape (from its third call on)."""
+
+    def __init__(self, shape_after=(1,), after=0):
+        self.params, self.calls, self.shape_after, self.after = [np.zeros(1)], 0, shape_after, after
+
+    def __call__(self, t, y):
+        self.calls += 1
+        return -y if self.calls <= self.after else np.zeros(self.shape_after)
+
+    def vjp(self, t, y, v):
+        return -v, [np.zeros(1)], 0.0
+
+
+class BadVJP(WrongShape):
+    def vjp(self, t, y, v):
+        return -v, [np.zeros(2)], 0.0
+
+
+LV = physics.LotkaVolterra(1.0, 0.5, 1.5, 0.75)
+MLP2 = nn.MLP([2, 4, 2])
+
+PHYSICS_CASES = [
+    (lambda: physics.LotkaVolterra("a", 0.5, 1.5, 0.75), TypeError, "alpha must be a real number"),
+    (lambda: physics.LotkaVolterra(1.0, np.nan, 1.5, 0.75), ValueError, "beta must be finite"),
+    (lambda: physics.LotkaVolterra(1.0, 0.5, True, 0.75), TypeError, "gamma must be a real number"),
+    (lambda: physics.LotkaVolterra([1.0, 2.0], 0.5, 1.5, [0.7, 0.8, 0.9]), ValueError, "share one non-zero length"),
+    (lambda: physics.LotkaVolterra(np.ones((2, 2)), 0.5, 1.5, 0.75), ValueError, "alpha must be a number or a 1-D"),
+    (lambda: physics.LotkaVolterra([1.0, np.inf], 0.5, 1.5, 0.75), ValueError, "alpha must be finite"),
+    (lambda: physics.LotkaVolterra(["a"], 0.5, 1.5, 0.75), TypeError, "alpha must be a real number or a 1-D"),
+    (lambda: LV(0.0, np.ones(3)), ValueError, r"y must have shape \(2,\)"),
+    (lambda: LV(0.0, 1.0), ValueError, r"y must have shape \(2,\)"),
+    (lambda: LV.vjp(0.0, np.ones(2), np.ones(3)), ValueError, "v must have the shape of y"),
+    (lambda: LV.jvp(0.0, np.ones((2, 2)), np.ones(2)), ValueError, "u must have the shape of y"),
+    (lambda: LV.invariant(np.array([1.0, 0.0])), ValueError, "needs positive states"),
+    (lambda: physics.LotkaVolterra([1.0, 2.0], 0.5, 1.5, 0.75)(0.0, np.ones((3, 2))), ValueError,
+     "one row of parameters per state"),
+    (lambda: physics.Hybrid(5, MLP2), TypeError, "the known part must be callable"),
+    (lambda: physics.Hybrid(LV, NoVJP()), TypeError, r"the learned part \(NoVJP\) has no method vjp"),
+    (lambda: physics.Hybrid(LV, type("P", (NoVJP,), {"vjp": lambda s, t, y, v: v, "params": None})()), TypeError,
+     "the learned part's params must be a list"),
+    (lambda: physics.Hybrid(LV, nn.MLP([3, 4, 3])), ValueError, "the known part acts on 2-dimensional states and "
+     "the learned part on 3"),
+    (lambda: physics.Hybrid(nn.MLP([2, 4, 3]), MLP2), ValueError, "the known part maps 2-dimensional states to 3"),
+    (lambda: physics.Hybrid(LV, WrongShape((3,)))(0.0, np.ones(2)), ValueError,
+     r"the learned part's f\(t, y\) returned shape \(3,\); it must return real numbers of shape \(2,\)"),
+    (lambda: physics.Hybrid(WrongShape((1, 2)), MLP2)(0.0, np.ones(2)), ValueError,
+     r"the known part's f\(t, y\) returned shape \(1, 2\)"),
+    (lambda: physics.Hybrid(BadVJP((2,), after=10), MLP2).vjp(0.0, np.ones(2), np.ones(2)), ValueError,
+     r"the known part's vjp\(t, y, v\) does not follow the dynamics protocol: its parameter cotangents have shapes"),
+    (lambda: physics.Hybrid(LV, WrongShape((2,), after=10)).jvp(0.0, np.ones(2), np.ones(2)), TypeError,
+     "Hybrid.jvp needs a jvp from both parts; the learned part"),
+    (lambda: physics.Fixed(None), TypeError, "the fixed part must be callable"),
+    (lambda: physics.Fixed(NoVJP()), TypeError, "has no method vjp"),
+    (lambda: physics.Fixed(WrongShape()).jvp(0.0, np.ones(2), np.ones(2)), TypeError, "Fixed.jvp needs"),
+    (lambda: physics.PerCapita(nn.MLP([2, 4, 3])), ValueError, "the per-capita rates map 2-dimensional states to 3"),
+    (lambda: physics.PerCapita(NoVJP()), TypeError, "has no method vjp"),
+    (lambda: physics.PerCapita(WrongShape((3,)))(0.0, np.ones(2)), ValueError,
+     r"the per-capita rates part's f\(t, y\) returned shape \(3,\)"),
+    (lambda: physics.PerCapita(BadVJP((2,), after=10)).vjp(0.0, np.ones(2), np.ones(2)), ValueError,
+     r"the per-capita rates part's vjp\(t, y, v\) does not follow"),
+    (lambda: physics.PerCapita(WrongShape((2,), after=10)).jvp(0.0, np.ones(2), np.ones(2)), TypeError,
+     "PerCapita.jvp needs the rates' jvp"),
+]
+
+
+@pytest.mark.parametrize("make, error, phrase", PHYSICS_CASES)
+def test_physics_refuses(make, error, phrase):
     with pytest.raises(error, match=phrase):
         make()
 
@@ -692,6 +837,42 @@ SAMPLER_CASES = [
 @pytest.mark.parametrize("make, error, phrase", SAMPLER_CASES)
 def test_newer_samplers_and_latent_models_refuse(make, error, phrase):
     """Class 9: seeds and RandomState where a Generator belongs, NaN and infinite settings, mismatched sizes."""
+
+
+@pytest.mark.parametrize("gradient", ["adjoint", "backprop"])
+def test_a_hybrid_part_that_changes_shape_mid_solve_is_named(gradient):
+    f = physics.Hybrid(physics.Fixed(LV), WrongShape((3,), after=5))
+    with pytest.raises(ValueError, match=r"the learned part's f\(t, y\) returned shape"):
+        ne.odeint_vjp(f, np.ones(2), np.array([0.0, 1.0]), gradient=gradient)
+
+
+X_LINE = np.stack([np.linspace(0.5, 3.0, 20), 2 * np.linspace(0.5, 3.0, 20)], axis=1)
+THETA6 = np.random.default_rng(0).standard_normal((20, 6))
+
+SPARSE_CASES = [
+    (lambda: sparse.MonomialLibrary(0, 2), ValueError, "n_vars must be an integer of at least 1"),
+    (lambda: sparse.MonomialLibrary(2, -1), ValueError, "degree must be an integer of at least 0"),
+    (lambda: sparse.MonomialLibrary(2.5, 1), ValueError, "n_vars must be an integer"),
+    (lambda: sparse.MonomialLibrary(2, 2, names=["x"]), ValueError, "names must be 2 non-empty strings"),
+    (lambda: sparse.MonomialLibrary(2, 2, names=["x", ""]), ValueError, "names must be 2 non-empty strings"),
+    (lambda: sparse.MonomialLibrary(2, 2)(np.ones((5, 3))), ValueError, r"X must have shape \(n, 2\)"),
+    (lambda: sparse.MonomialLibrary(2, 2)(np.ones(2)), ValueError, r"X must have shape \(n, 2\)"),
+    (lambda: sparse.MonomialLibrary(2, 2)(np.array([[np.nan, 1.0]])), ValueError, "X must contain only finite"),
+    (lambda: sparse.MonomialLibrary(2, 2).equations(np.zeros(5)), ValueError, r"Xi must have shape \(6,\)"),
+    (lambda: sparse.MonomialLibrary(2, 2).equations(np.zeros((6, 2)), ["a"]), ValueError, "lhs must name 2"),
+    (lambda: sparse.stlsq(np.ones(5), np.ones(5), 0.1), ValueError, "Theta must have shape"),
+    (lambda: sparse.stlsq(THETA6, np.ones(19), 0.1), ValueError, r"Y must have shape \(20,\)"),
+    (lambda: sparse.stlsq(THETA6, np.full(20, np.nan), 0.1), ValueError, "must contain only finite"),
+    (lambda: sparse.stlsq(THETA6, np.ones(20), -0.1), ValueError, "threshold must be at least 0"),
+    (lambda: sparse.stlsq(THETA6, np.ones(20), 0.1, max_iter=-1), ValueError, "max_iter must be an integer"),
+    (lambda: sparse.stlsq(THETA6[:4], np.ones(4), 0.1), ValueError, "linearly dependent on these 4 samples"),
+    (lambda: sparse.stlsq(sparse.MonomialLibrary(2, 2)(X_LINE), np.ones(20), 0.1), ValueError,
+     r"linearly dependent on these 20 samples \(rank 3\)"),
+]
+
+
+@pytest.mark.parametrize("make, error, phrase", SPARSE_CASES)
+def test_sparse_refuses(make, error, phrase):
     with pytest.raises(error, match=phrase):
         make()
 
@@ -717,3 +898,72 @@ def test_peak_memory_leaves_the_callers_tracemalloc_session_running():
         del held
     finally:
         tracemalloc.stop()
+
+
+T8, D8 = np.linspace(0.0, 2.0, 8), np.ones((8, 2))
+MS = lambda **kw: shooting.MultipleShooting(LV, T8, D8, **kw)  # noqa: E731
+
+SHOOTING_CASES = [
+    (lambda: shooting.segment_bounds(5, 5), ValueError, "n_segments must be at most n_times - 1 = 4"),
+    (lambda: shooting.segment_bounds(5, 0), ValueError, "n_segments must be an integer of at least 1"),
+    (lambda: shooting.segment_bounds(1, 1), ValueError, "n_times must be an integer of at least 2"),
+    (lambda: MS(), ValueError, "give either n_segments or bounds"),
+    (lambda: MS(n_segments=2, bounds=[0, 3, 7]), ValueError, "give either n_segments or bounds"),
+    (lambda: MS(bounds=[0, 3, 6]), ValueError, r"bounds must increase strictly from 0 to len\(t\) - 1 = 7"),
+    (lambda: MS(bounds=[0, 3, 3, 7]), ValueError, "bounds must increase strictly"),
+    (lambda: MS(bounds=[0.0, 7.0]), ValueError, "bounds must be a 1-D array of at least two integer"),
+    (lambda: MS(n_segments=2, weight=0.0), ValueError, "weight must be greater than 0"),
+    (lambda: shooting.MultipleShooting(LV, T8[::-1], D8, n_segments=2), ValueError, "t must be a finite, strictly"),
+    (lambda: shooting.MultipleShooting(LV, T8, D8[:5], n_segments=2), ValueError, r"ys must have shape \(8, \*state\)"),
+    (lambda: shooting.MultipleShooting(LV, T8, D8 * np.nan, n_segments=2), ValueError, "ys must contain only finite"),
+    (lambda: shooting.MultipleShooting(NoVJP(), T8, D8, n_segments=2), ValueError, "f must follow the dynamics"),
+    (lambda: MS(n_segments=2).loss_and_grad(np.ones((3, 2))), ValueError, r"starts must have shape \(2, 2\)"),
+    (lambda: MS(n_segments=2).loss_and_grad(np.full((2, 2), np.inf)), ValueError, "starts must contain only finite"),
+    (lambda: MS(n_segments=2).predict(np.ones(2)), ValueError, r"starts must have shape \(2, 2\)"),
+]
+
+
+@pytest.mark.parametrize("make, error, phrase", SHOOTING_CASES)
+def test_shooting_refuses(make, error, phrase):
+    with pytest.raises(error, match=phrase):
+        make()
+
+
+def quadratic(x):
+    return lambda: (float(np.sum(x**2)), [2 * x])
+
+
+LBFGS_CASES = [
+    (lambda: optim.minimize_lbfgs(quadratic(np.ones(2)), [[1.0, 2.0]]), TypeError, r"params\[0\] must be a float"),
+    (lambda: optim.minimize_lbfgs(quadratic(np.ones(2)), [np.ones(2)], max_iter=0), ValueError,
+     "max_iter must be an integer of at least 1"),
+    (lambda: optim.minimize_lbfgs(None, [np.ones(2)]), TypeError, "loss_and_grads must be a function"),
+    (lambda: optim.minimize_lbfgs(quadratic(np.ones(2)), [np.ones(2)], bounds=[(0, 1), (0, 1)]), ValueError,
+     r"bounds must be a list of 1 \(low, high\) pairs"),
+    (lambda: optim.minimize_lbfgs(quadratic(np.ones(2)), [np.ones(2)], bounds=[(2.0, 1.0)]), ValueError,
+     r"bounds\[0\] has low > high"),
+    (lambda: optim.minimize_lbfgs(quadratic(np.ones(2)), [np.ones(2)], bounds=[0.0]), ValueError,
+     r"bounds\[0\] must be a pair"),
+    (lambda: optim.minimize_lbfgs(lambda: (0.0, [np.ones(3)]), [np.ones(2)]), ValueError, "gradient 0 has shape"),
+    (lambda: optim.minimize_lbfgs(lambda: (0.0, [np.array([np.nan, 0.0])]), [np.ones(2)]), ValueError,
+     "non-finite loss or gradient at the starting point"),
+    (lambda: optim.minimize_lbfgs(lambda: (np.nan, [np.ones(2)]), [np.ones(2)]), ValueError,
+     "loss_and_grads returned a non-finite loss or gradient at the starting point"),
+    (lambda: optim.minimize_lbfgs(lambda: ne.odeint(lambda t, y: y**2, np.ones(1), [0.0, 2.0]), [np.ones(2)]),
+     ne.IntegrationError, "integration failed at t"),
+]
+
+
+@pytest.mark.parametrize("make, error, phrase", LBFGS_CASES)
+def test_lbfgs_refuses(make, error, phrase):
+    with pytest.raises(error, match=phrase):
+        make()
+
+
+def test_a_hybrid_part_returning_complex_numbers_is_refused():
+    class Complex(WrongShape):
+        def __call__(self, t, y):
+            return -y + 0j
+
+    with pytest.raises(ValueError, match=r"the learned part's f\(t, y\) returned dtype complex128"):
+        physics.Hybrid(LV, Complex())(0.0, np.ones(2))

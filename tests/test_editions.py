@@ -1,5 +1,5 @@
 """The Korean edition's helpers (tools/sphinxext/book_editions.py): the search stemmer, which messages
-need translating, and reading a catalogue's states."""
+need translating, reading a catalogue's states, and where a glued number in a translation is read."""
 
 import importlib.util
 from pathlib import Path
@@ -45,3 +45,37 @@ def test_read_catalogue_states(tmp_path):
     catalogue = book_editions.read_catalogue(po)
     assert catalogue == {"Done": ("완료", False), "Changed": ("바뀜", True), "Open": ("", False)}
     assert book_editions.read_catalogue(tmp_path / "missing.po") == {}
+
+
+def test_message_state_counts_a_translated_image_description():
+    catalogue = {"Done": ("완료", False), "Changed": ("바뀜", True), "Open": ("", False),
+                 "Four boxes joined by arrows h0 and h1.": ("화살표 h0, h1로 이어진 tanh 상자 네 개.", False)}
+    assert book_editions.message_state("Done", catalogue) == "translated"
+    assert book_editions.message_state("Changed", catalogue) == "fuzzy"
+    assert book_editions.message_state("Changed", catalogue, marked=True) == "translated"
+    assert book_editions.message_state("Open", catalogue) == "untranslated"
+    assert book_editions.message_state("Not in the catalogue", catalogue) == "untranslated"
+    # an alt text comes back from the page already translated, and unmarked by Sphinx
+    assert book_editions.message_state("화살표 h0, h1로 이어진 tanh 상자 네 개.", catalogue) == "translated"
+    # a stale (fuzzy) translation read back is not a translation
+    assert book_editions.message_state("바뀜", catalogue) == "untranslated"
+
+
+@pytest.mark.parametrize("text, target", [
+    ("ch03_order", "03_euler_method.md::ch03_order:s"),
+    ("ch15_err:.1e", "03_euler_method.md::ch15_err:.1e"),
+    ("other.md::ch03_order", "other.md::ch03_order"),
+])
+def test_glue_in_a_translation_names_its_page(text, target):
+    # The role splits its text at the last colon, so the format must be spelled out after the page.
+    assert book_editions.glue_target_in_translation(text, "03_euler_method.md") == target
+
+
+@pytest.mark.parametrize("markdown, kind, text", [
+    ("$2.4 \\times 10^{-5}$", "math", "2.4 \\times 10^{-5}"), (" $h$ ", "math", "h"),
+    ("7.3 times", "Text", "7.3 times"), ("$a$ and $b$", "Text", "$a$ and $b$"),
+])
+def test_glued_markdown_in_a_translation(markdown, kind, text):
+    """A value glued as Markdown becomes a formula in a translated sentence, or stays plain text."""
+    (node,) = book_editions.markdown_nodes(markdown)
+    assert type(node).__name__ == kind and node.astext() == text

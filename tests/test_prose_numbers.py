@@ -96,6 +96,25 @@ def test_glued_inputs_and_cited_numbers_pass(tmp_path):
     assert not check(tmp_path, "Small counts (3 seeds, 12 steps) and years (2018) are not results.")
 
 
+TABLE = """:::{table} Test error on MNIST, as reported by CITATION.
+:name: tab-test
+
+| model | test error | parameters |
+|---|---|---|
+| ResNet | 0.41% | 0.60 M |
+| ODE-Net | 0.42% | 0.22 M |
+:::
+"""
+
+
+def test_a_table_cites_its_figures_once_in_its_caption(tmp_path):
+    """The rows of a {table} directive count as cited when its caption cites, and only then."""
+    assert not check(tmp_path, TABLE.replace("CITATION", "{cite:t}`chen2018neural`"))
+    flagged = check(tmp_path, TABLE.replace("CITATION", "Chen et al."))
+    assert {"0.22", "0.41%", "0.42%"} <= {n.text for n in flagged}
+    assert all(n.sentence.lstrip().startswith("| ") for n in flagged)
+
+
 def test_the_chapter_14_sentence_against_its_own_outputs():
     """The old sentence, put back into chapter 14 as it is now, is caught against its real outputs."""
     page = ROOT / "book" / "14_latent_odes.md"

@@ -17,20 +17,24 @@ templates (``.pot``) of the English edition to ``_build/gettext``, for ``make tr
 
 import argparse
 import multiprocessing
+import shutil
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 HTML = ROOT / "_build" / "html"
 EDITIONS = {"en": HTML, "ko": HTML / "ko"}
-"""Each edition's language and where it is written."""
+"""Each edition's language and where a reader finds it."""
+BUILT = {"en": HTML, "ko": ROOT / "_build" / "ko" / "html"}
+"""Where each edition is built. MyST-NB writes a page's files next to its output folder, so the
+Korean edition is built apart (its files would otherwise land in the English site) and copied in."""
 
 
 def build(language, strict, builder="html", outdir=None):
     """Build one edition; returns Sphinx's status code (0 when it succeeded)."""
     from jupyter_book.sphinx import build_sphinx
 
-    outdir = Path(outdir or EDITIONS[language])
+    outdir = Path(outdir or BUILT[language])
     overrides = {"language": language, "external_toc_path": str(ROOT / "_toc.yml"),
                  "latex_individualpages": False}
     if strict:
@@ -64,6 +68,9 @@ def main(argv=None):
         with multiprocessing.get_context("spawn").Pool(len(jobs)) as pool:
             codes = pool.map(_build_edition, jobs)
     for language, code in zip(languages, codes):
+        if code == 0 and BUILT[language] != EDITIONS[language]:
+            shutil.rmtree(EDITIONS[language], ignore_errors=True)
+            shutil.copytree(BUILT[language], EDITIONS[language])
         where = EDITIONS[language].relative_to(ROOT)
         print(f"{language}: {'built in ' + str(where) if code == 0 else 'FAILED (see the messages above)'}")
     return 0 if all(code == 0 for code in codes) else 1

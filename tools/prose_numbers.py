@@ -9,7 +9,8 @@ a chapter's prose (its markdown, the math in it, and the figure captions) and ac
   constant such as a Butcher coefficient or the controller's safety factor), token for token;
 * it appears in the chapter's stored outputs (``notebooks/<chapter>.ipynb``, glued values
   included), possibly rounded: the prose's "0.54" matches an output "0.535" (but not "0.52");
-* its sentence carries a citation (``{cite...}``): a figure reported by someone else;
+* its sentence carries a citation (``{cite...}``): a figure reported by someone else (a row of a
+  ``{table}`` directive counts as cited when the table's caption cites);
 * it is small (an integer of at most 20: chapter and figure numbers, orders, counts in examples)
   or a year; or
 * the chapter's allowlist (``tests/prose_numbers_allow.yml``) names it, with a reason.
@@ -43,6 +44,8 @@ _NUMBER = re.compile(
 )
 _TEX_POWER = re.compile(r"(?<![\d.])10\^\{?(?P<texexp>[-−]?\d+)\}?")
 _ROLES_DROPPED = re.compile(r"\{(?:numref|ref|doc|eq|term|download|glue:\w+|glue)\}`[^`]*`")
+_TABLE = re.compile(r"^\s*(`{3,}|:{3,})\{table\}\s*(.*)$")
+_CITE = re.compile(r"\{cite(?::\w+)?\}`[^`]*`")
 _LABEL_LINE = re.compile(r"^\s*(?::[\w-]+:.*|\([\w-]+\)=)\s*$")
 _URL = re.compile(r"https?://\S+")
 _SKIPPED = ("**Time to learn**",)
@@ -74,7 +77,8 @@ def split_chapter(text):
 
     Code cells are ``{code-cell}`` fences; their YAML options go to the code, except a figure
     caption, which is prose.  Plain code fences (```` ```python ````) and directive option lines
-    are neither.
+    are neither.  A ``{table}`` directive's caption is prose, and so are its rows, each carrying the
+    caption's citations: a table of figures reported by someone else cites them once, in its caption.
     """
     lines = text.splitlines()
     start = 0
@@ -83,6 +87,17 @@ def split_chapter(text):
     prose, code, i = [], [], start
     while i < len(lines):
         line = lines[i]
+        table = _TABLE.match(line)
+        if table:
+            end = _fence_end(lines, i, table.group(1))
+            caption = table.group(2)
+            cites = " ".join(_CITE.findall(caption))
+            prose.append((i + 1, caption))
+            for j in range(i + 1, end):
+                if not _LABEL_LINE.match(lines[j]):
+                    prose.append((j + 1, f"{lines[j]} {cites}" if lines[j].lstrip().startswith("|") else lines[j]))
+            i = end + 1
+            continue
         fence = re.match(r"^(`{3,}|~{3,})\s*(\{code-cell\}|\S*)", line)
         if fence and fence.group(2) in ("{code-cell}",) or fence and fence.group(2) and not fence.group(2).startswith("{"):
             end = _fence_end(lines, i, fence.group(1))

@@ -13,6 +13,9 @@ English). This extension adds what Sphinx does not do by itself:
 * search in Korean: Sphinx 7.4 has no Korean search language, so words keep their particles
   ("오차를") and a query for "오차" finds nothing. :class:`SearchKorean` strips common particles and
   endings from indexed words and, with the same rules in JavaScript, from query words.
+* glued numbers in translated sentences: ``{glue:text}`key` `` and ``{glue:md}`key` `` in a
+  translation read the page's glue data (MyST-NB alone finds it only in the English text it parses
+  with the notebook).
 
 Configuration (``_config.yml``, ``sphinx: config:``): ``language`` (set per edition by
 ``tools/build_book.py``), ``locale_dirs``, ``gettext_compact: false``, and
@@ -125,6 +128,22 @@ def _catalogue(app, docname):
     return {}
 
 
+def message_state(message, catalogue, marked=False):
+    """``"translated"``, ``"fuzzy"`` or ``"untranslated"``: the state of a message read from a page
+    of a translated edition, given the page's catalogue (:func:`read_catalogue`).
+
+    ``marked`` is Sphinx's own mark on a node it translated. Sphinx marks a translated paragraph but
+    not a translated image description (alt text): there the message read back is the translation
+    itself, which counts as translated when it is an up-to-date entry's ``msgstr``.
+    """
+    msgstr, fuzzy = catalogue.get(message, ("", False))
+    if marked or (msgstr and not fuzzy):
+        return "translated"
+    if any(message == text and not stale for text, stale in catalogue.values()):
+        return "translated"
+    return "fuzzy" if msgstr else "untranslated"
+
+
 def record_translation(app, doctree):
     """After reading a page of a translated edition, count its messages by state (env data)."""
     if app.config.language == "en":
@@ -134,11 +153,11 @@ def record_translation(app, doctree):
     for node, message in extract_messages(doctree):
         if isinstance(node, nodes.math_block) or not needs_translation(message):
             continue
-        msgstr, fuzzy = catalogue.get(message, ("", False))
-        if node.get("translated") or (msgstr and not fuzzy):
+        state = message_state(message, catalogue, bool(node.get("translated")))
+        if state == "translated":
             status["translated"] += 1
         else:
-            status["fuzzy" if msgstr else "untranslated"].append(message[:120])
+            status[state].append(message[:120])
     if not hasattr(app.env, "edition_status"):
         app.env.edition_status = {}
     app.env.edition_status[app.env.docname] = status
@@ -174,6 +193,83 @@ def write_status(app, exception):
                 logger.warning(f"{docname}: {len(page[state])} {state} message(s) in the {app.config.language} "
                                f"edition, which must be complete (run `make translations`, then translate "
                                f"them in locale/{app.config.language}/LC_MESSAGES/{docname}.po): {shown}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Glued numbers in translated messages
+
+
+def glue_target_in_translation(text, source_name):
+    """The target a ``{glue:text}`` role of a translated message is read with: the same key on the
+    same page, named explicitly (``"ch03_order:.3f"`` -> ``"03_euler_method.md::ch03_order:.3f"``).
+
+    MyST-NB hands a page's glue data to the roles only while it parses the notebook. Sphinx parses a
+    translated message afterwards, on its own, where a bare key finds nothing; a key that names its
+    page is resolved when the page is written, from the glue data MyST-NB saved. The format is always
+    spelled out, because the role splits its text at the last colon."""
+    if "::" in text:
+        return text
+    key, _, spec = text.partition(":")
+    return f"{source_name}::{key}:{spec or 's'}"
+
+
+def _paste_text_in_translations():
+    """MyST-NB's ``{glue:text}`` role, which in a translated message reads the page's saved glue data."""
+    from myst_nb.ext.glue.roles import PasteTextRole
+
+    class PasteTextTranslated(PasteTextRole):
+        def run(self):
+            if _translated(self.document):
+                env = self.document.settings.env
+                self.text = glue_target_in_translation(self.text, Path(env.doc2path(env.docname)).name)
+            return super().run()
+
+    return PasteTextTranslated()
+
+
+def _translated(document):
+    return document.current_source.endswith("<translated>")
+
+
+def saved_glue(env, key):
+    """The glued output ``key`` of the page being read, from the file MyST-NB wrote when it parsed it."""
+    path = Path(env.mystnb_config.output_folder, f"{env.docname}.glue.json")
+    data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    return data.get(key)
+
+
+def markdown_nodes(markdown):
+    """Nodes for a glued Markdown value: a formula ``$...$`` becomes math, anything else plain text."""
+    formula = re.fullmatch(r"\s*\$([^$]+)\$\s*", markdown)
+    if formula:
+        return [nodes.math(formula.group(0).strip(), formula.group(1))]
+    return [nodes.Text(markdown)]
+
+
+def _paste_markdown_in_translations():
+    """MyST-NB's ``{glue:md}`` role, which in a translated message reads the page's saved glue data.
+
+    The role renders its value with the notebook's renderer, which exists only while MyST-NB parses
+    the English page; in a translated message the value (a formula or a short text, as the chapters
+    glue them) is read from the saved glue data and turned into nodes here."""
+    from myst_nb.ext.glue.roles import PasteMarkdownRole
+    from myst_nb.ext.glue.utils import glue_warning
+
+    class PasteMarkdownTranslated(PasteMarkdownRole):
+        def run(self):
+            if not _translated(self.document):
+                return super().run()
+            key = self.text.rsplit(":", 1)[0] if ":" in self.text else self.text
+            output = saved_glue(self.document.settings.env, key)
+            markdown = (output or {}).get("data", {}).get("text/markdown")
+            if markdown is None:
+                return [], [glue_warning(f"No text/markdown found in {key!r} data", self.document, self.line)]
+            _nodes = markdown_nodes("".join(markdown) if isinstance(markdown, list) else markdown)
+            for node in _nodes:
+                self.set_source_info(node) if isinstance(node, nodes.Element) else None
+            return _nodes, []
+
+    return PasteMarkdownTranslated()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -215,6 +311,9 @@ def add_edition_links(app, pagename, templatename, context, doctree):
 
 
 def setup(app):
+    app.setup_extension("myst_nb")
+    app.add_role_to_domain("glue", "text", _paste_text_in_translations(), override=True)
+    app.add_role_to_domain("glue", "md", _paste_markdown_in_translations(), override=True)
     app.add_config_value("edition_complete_pages", [], "env")
     app.add_search_language(SearchKorean)
     app.connect("doctree-read", record_translation)
