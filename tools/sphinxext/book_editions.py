@@ -310,12 +310,28 @@ def add_edition_links(app, pagename, templatename, context, doctree):
     context["body"] = link + context["body"]
 
 
+INTERFACE = {"ko": {"nb_code_prompt_show": "셀 펼쳐 보기", "nb_code_prompt_hide": "셀 접기",
+                    "search_bar_text": "이 책에서 검색…"}}
+"""Interface words that neither Sphinx's nor the theme's catalogues translate, per edition."""
+
+
+def translate_interface(app, config):
+    """Give a translated edition's own words to MyST-NB's hidden-cell buttons and the search box."""
+    words = INTERFACE.get(config.language)
+    if not words:
+        return
+    config.nb_code_prompt_show = words["nb_code_prompt_show"]
+    config.nb_code_prompt_hide = words["nb_code_prompt_hide"]
+    config.html_theme_options = {**config.html_theme_options, "search_bar_text": words["search_bar_text"]}
+
+
 def setup(app):
     app.setup_extension("myst_nb")
     app.add_role_to_domain("glue", "text", _paste_text_in_translations(), override=True)
     app.add_role_to_domain("glue", "md", _paste_markdown_in_translations(), override=True)
     app.add_config_value("edition_complete_pages", [], "env")
     app.add_search_language(SearchKorean)
+    app.connect("config-inited", translate_interface)
     app.connect("doctree-read", record_translation)
     app.connect("env-purge-doc", _purge)
     app.connect("env-merge-info", _merge)
