@@ -27,6 +27,7 @@ import re
 from pathlib import Path
 
 from docutils import nodes
+from sphinx import addnodes
 from sphinx.search import SearchLanguage
 from sphinx.util import logging
 from sphinx.util.nodes import extract_messages
@@ -161,6 +162,25 @@ def record_translation(app, doctree):
     if not hasattr(app.env, "edition_status"):
         app.env.edition_status = {}
     app.env.edition_status[app.env.docname] = status
+
+
+def translate_toc_captions(app, doctree):
+    """Translate the captions of the parts of the table of contents in a translated edition.
+
+    sphinx-external-toc inserts the toctrees of ``_toc.yml`` after Sphinx has applied the
+    translations, so their captions (the names of the book's parts) would stay English; the
+    gettext builder does extract them, into the root page's catalogue, and they are applied here."""
+    if app.config.language == "en":
+        return
+    catalogue = None
+    for toctree in doctree.findall(addnodes.toctree):
+        caption = toctree.get("caption")
+        if not caption:
+            continue
+        catalogue = _catalogue(app, app.env.docname) if catalogue is None else catalogue
+        msgstr, fuzzy = catalogue.get(caption, ("", False))
+        if msgstr and not fuzzy:
+            toctree["caption"] = toctree["rawcaption"] = msgstr
 
 
 def _purge(app, env, docname):
@@ -332,6 +352,7 @@ def setup(app):
     app.add_config_value("edition_complete_pages", [], "env")
     app.add_search_language(SearchKorean)
     app.connect("config-inited", translate_interface)
+    app.connect("doctree-read", translate_toc_captions)
     app.connect("doctree-read", record_translation)
     app.connect("env-purge-doc", _purge)
     app.connect("env-merge-info", _merge)
