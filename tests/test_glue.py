@@ -32,3 +32,22 @@ def test_same_output_as_myst_nb(value, display):
 def test_bad_names(name):
     with pytest.raises(TypeError, match="name must be"):
         glue(name, "1")
+
+
+@pytest.mark.parametrize("x, digits, text", [
+    (2.44e-5, 2, "2.4 \\times 10^{-5}"), (1e-9, 2, "10^{-9}"), (9.96e-4, 2, "10^{-3}"),
+    (-0.001, 1, "-10^{-3}"), (-3.21e7, 3, "-3.21 \\times 10^{7}"), (0.5, 1, "5 \\times 10^{-1}"),
+])
+def test_power_text(x, digits, text):
+    from neuralode.glue import power_text
+
+    assert power_text(x, digits) == text
+
+
+def test_glue_power_is_the_chapters_former_helper():
+    from neuralode.glue import glue_power
+
+    (data, metadata), = outputs(glue_power, "ch99_err", 2.44e-5)
+    assert data["application/papermill.record/text/markdown"] == "$2.4 \\times 10^{-5}$"
+    with pytest.raises(TypeError, match="digits"):
+        glue_power("ch99_err", 1.0, digits=0)

@@ -34,3 +34,30 @@ def glue(name, value, display=False):
     prefix = "" if display else PREFIX
     metadata["scrapbook"] = {"name": name, "mime_prefix": prefix}
     show({prefix + mime: content for mime, content in data.items()}, raw=True, metadata=metadata)
+
+
+def power_text(x, digits=2):
+    """``x`` as LaTeX in powers of ten with ``digits`` significant digits: ``"2.4 \\times 10^{-5}"``.
+
+    Example:
+        >>> power_text(2.44e-5), power_text(1e-9), power_text(-0.001, digits=1)
+        ('2.4 \\\\times 10^{-5}', '10^{-9}', '-10^{-3}')
+    """
+    if not isinstance(digits, int) or isinstance(digits, bool) or digits < 1:
+        raise TypeError(f"digits must be an integer of at least 1, got {digits!r}")
+    mantissa, exponent = f"{float(x):.{digits - 1}e}".split("e")
+    power = f"10^{{{int(exponent)}}}"
+    if abs(float(mantissa)) == 1.0:
+        return ("-" if mantissa.startswith("-") else "") + power
+    return f"{mantissa} \\times {power}"
+
+
+def glue_power(name, x, digits=2):
+    """Store ``x`` under ``name`` as a formula in powers of ten (read it with ``{glue:md}`name:myst` ``).
+
+    Used for errors and tolerances the prose states as $2.4 \\times 10^{-5}$; ``digits`` follows the
+    portability rule (CONTRIBUTING.md, section 3a).
+    """
+    from IPython.display import Markdown
+
+    glue(name, Markdown(f"${power_text(x, digits)}$"))
