@@ -59,7 +59,7 @@ help:
 	@echo 'make serve      serve $(HTML) on http://$(HOST):$(PORT)/ (offline)'
 	@echo 'make lab        JupyterLab on the repository; chapters in book/ open as notebooks'
 	@echo 'make notebooks  re-execute the chapters into notebooks/*.ipynb (CHAPTERS=... for some)'
-	@echo 'make bench      solver and gradient benchmarks, measured side by side (prints ratios)'
+	@echo 'make bench      solver, gradient and stiff-solver benchmarks, measured side by side (prints ratios)'
 	@echo 'make clean      remove build and test artefacts (keeps .venv)'
 
 # ---------------------------------------------------------------------------------------
@@ -201,6 +201,7 @@ bench: venv
 	$(BIN)/python bench/solvers.py
 	$(BIN)/python bench/gradients.py
 	$(BIN)/python bench/cnf.py
+	$(BIN)/python bench/stiff.py
 
 # ---------------------------------------------------------------------------------------
 

@@ -99,12 +99,69 @@ def later_wrong_shape(shape_after):
     return func
 
 
-@pytest.mark.parametrize("method", ["euler", "rk4", "dopri5", "bosh3"])
+@pytest.mark.parametrize("method", ["euler", "rk4", "dopri5", "bosh3", "implicit_euler", "kvaerno3"])
 @pytest.mark.parametrize("y0, wrong", [(np.ones(2), (1,)), (np.ones((3, 2)), (2,)), (np.ones((3, 2)), (3, 1))])
 def test_func_shape_is_checked_on_every_call(method, y0, wrong):
-    step = 0.1 if method in ("euler", "rk4") else None
+    step = 0.1 if method in ("euler", "rk4", "implicit_euler") else None
     with pytest.raises(ValueError, match=r"func\(t, y\) returned shape"):
         ne.odeint(later_wrong_shape(wrong), y0, [0.0, 1.0], method=method, step_size=step)
+
+
+class WithJvp:
+    """Decay whose ``jvp`` (or ``jacobian``) returns what it is given: the implicit methods read them."""
+
+    def __init__(self, jvp=None, jacobian=None):
+        if jvp is not None:
+            self.jvp = jvp
+        if jacobian is not None:
+            self.jacobian = jacobian
+
+    def __call__(self, t, y):
+        return -y
+
+
+def nan_beyond(t, y):
+    return np.where(y > 0.5, -50.0 * y, np.nan)
+
+
+IMPLICIT_CASES = [
+    (dict(method="kvaerno4"), ValueError, r"unknown method 'kvaerno4'; choose one of .*'kvaerno3'"),
+    (dict(func=WithJvp(jvp=lambda t, y, u: u[:1])), ValueError, r"func\.jvp\(t, y, u\) returned shape \(1,\)"),
+    (dict(func=WithJvp(jvp=lambda t, y, u: None)), ValueError, r"func\.jvp\(t, y, u\) returned NoneType"),
+    (dict(func=WithJvp(jvp=lambda t, y, u: "u")), ValueError, r"func\.jvp\(t, y, u\) returned str"),
+    (dict(func=WithJvp(jacobian=lambda t, y: np.eye(3))), ValueError, r"func\.jacobian\(t, y\) returned shape"),
+    (dict(func=WithJvp(jvp=lambda t, y, u: u * np.nan)), ne.NonFiniteError, "Jacobian from func.jvp"),
+    (dict(func=WithJvp(jacobian=lambda t, y: np.full((2, 2), np.inf))), ne.NonFiniteError, "Jacobian"),
+    (dict(func=lambda t, y: np.where(y <= 1.0, -y, np.nan), y0=[1.0, 1.0], step_size=0.1, method="implicit_euler"),
+     ne.NonFiniteError, "finite differences of func"),
+    (dict(func=lambda t, y: -y**3, y0=[10.0, 10.0], method="implicit_euler", step_size=1.0),
+     ne.ConvergenceError, r"t = 0: Newton's iteration .* did not converge .* Use a smaller step_size"),
+    (dict(func=nan_beyond, y0=[1.0, 1.0], method="kvaerno3"), ne.ConvergenceError, "cannot shrink further"),
+    (dict(func=lambda t, y: -y**3, y0=[10.0, 10.0], method="kvaerno3", max_num_steps=3), ne.TooManyStepsError,
+     "max_num_steps = 3"),
+]
+
+
+@pytest.mark.parametrize("changes, error, phrase", IMPLICIT_CASES)
+def test_implicit_methods_refuse(changes, error, phrase):
+    args = {"func": decay, "y0": Y0, "t": T, "method": "kvaerno3", **changes}
+    with pytest.raises(error, match=phrase):
+        ne.odeint(args.pop("func"), args.pop("y0"), args.pop("t"), **args)
+
+
+@pytest.mark.parametrize("a, message", [([[0.0, 0.0], [0.5, -0.5]], "ESDIRK diagonal"),
+                                        ([[0.5, 0.0], [0.0, 0.5]], "ESDIRK diagonal"),
+                                        ([[0.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.5, 0.0, 0.4]], "ESDIRK diagonal"),
+                                        ([[0.0, 0.5], [0.0, 0.5]], "strictly lower triangular")])
+def test_implicit_tableaux_refuse(a, message):
+    a = np.array(a)
+    with pytest.raises(ValueError, match=message):
+        ne.ButcherTableau(name="bad", order=1, c=a.sum(axis=1), a=a, b=np.full(len(a), 1 / len(a)))
+
+
+def test_order_conditions_refuse_an_order_they_do_not_list():
+    with pytest.raises(ValueError, match="max_order must be 4 or 5"):
+        ne.tableaux.order_condition_residuals(ne.IMPLICIT_TABLEAUX["kvaerno3"], max_order=3)
 
 
 def test_atol_zero_without_zero_component_still_solves():
@@ -175,6 +232,11 @@ MODEL_CASES = [
     (lambda: models.ODENet(nn.MLP([3, 8, 3]), 2, 2), ValueError, "dim \\+ extra"),
     (lambda: models.ODENet(nn.MLP([2, 8, 2]), 2, 2, extra=-1), ValueError, "extra must be"),
     (lambda: models.ODENet(None, 2, 2), TypeError, "field must be dynamics"),
+    (lambda: nn.ScaledField(nn.MLP([2, 2]), [1.0, np.nan]), ValueError, "scale must be a finite number"),
+    (lambda: nn.ScaledField(nn.MLP([2, 2]), np.ones((2, 2))), ValueError, "scale must be a finite number"),
+    (lambda: nn.ScaledField(nn.MLP([2, 2]), "big"), ValueError, "scale must be a finite number"),
+    (lambda: nn.ScaledField(nn.MLP([2, 2]), [1.0, 2.0, 3.0]), ValueError, "scale has 3 entries; the field has 2"),
+    (lambda: nn.ScaledField(lambda t, y: y, 2.0), TypeError, "field must follow the dynamics protocol"),
 ]
 
 

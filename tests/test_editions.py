@@ -47,6 +47,20 @@ def test_read_catalogue_states(tmp_path):
     assert book_editions.read_catalogue(tmp_path / "missing.po") == {}
 
 
+def test_message_state_counts_a_translated_image_description():
+    catalogue = {"Done": ("완료", False), "Changed": ("바뀜", True), "Open": ("", False),
+                 "Four boxes joined by arrows h0 and h1.": ("화살표 h0, h1로 이어진 tanh 상자 네 개.", False)}
+    assert book_editions.message_state("Done", catalogue) == "translated"
+    assert book_editions.message_state("Changed", catalogue) == "fuzzy"
+    assert book_editions.message_state("Changed", catalogue, marked=True) == "translated"
+    assert book_editions.message_state("Open", catalogue) == "untranslated"
+    assert book_editions.message_state("Not in the catalogue", catalogue) == "untranslated"
+    # an alt text comes back from the page already translated, and unmarked by Sphinx
+    assert book_editions.message_state("화살표 h0, h1로 이어진 tanh 상자 네 개.", catalogue) == "translated"
+    # a stale (fuzzy) translation read back is not a translation
+    assert book_editions.message_state("바뀜", catalogue) == "untranslated"
+
+
 @pytest.mark.parametrize("text, target", [
     ("ch03_order", "03_euler_method.md::ch03_order:s"),
     ("ch15_err:.1e", "03_euler_method.md::ch15_err:.1e"),

@@ -1,11 +1,11 @@
 """The time budget, read from the execution-statistics page of the built book (_build/html).
 
-The book is written so that each chapter executes in under 20 s and the whole book in under 100 s on
-the machine it is built on (CONTRIBUTING.md, section 8): a reader's machine may be three times
-slower, and the 5-minute build must hold there too. This test fails when a chapter takes more than
-three times its budget, or the book more than three times its own, that is, when even the build on
-this machine says the budget is broken on a slower one. It prints every chapter's time, so the
-log of `make test` carries the measurement.
+The book is written so that each chapter executes in under 20 s on the machine it is built on
+(CONTRIBUTING.md, section 8): a reader's machine may be three times slower. This test fails when a
+chapter takes more than three times its budget, that is, when even the run on this machine says the
+budget is broken on a slower one. It prints every chapter's time and their total, so the log of
+`make test` carries the measurement (the times come from the most recent execution: nbval's in
+`make test`, where the chapters run in parallel, one per core).
 
 Run after a build, with the browser tests (`make test-browser`).
 """
@@ -20,7 +20,6 @@ pytestmark = pytest.mark.browser
 
 STATS_PAGE = Path(__file__).resolve().parents[1] / "_build" / "html" / "book" / "execution_statistics.html"
 CHAPTER_BUDGET_S = 20.0
-BOOK_BUDGET_S = 100.0
 SLOWER_MACHINE = 3.0
 
 
@@ -70,16 +69,14 @@ def run_times():
     return times
 
 
-def test_every_chapter_and_the_book_within_budget():
+def test_every_chapter_within_budget():
     times = run_times()
     chapters = {doc: s for doc, s in times.items() if re.match(r"book/(\d\d|A\d)_", doc)}
     assert chapters, f"no chapter in the execution table: {sorted(times)}"
     for doc, seconds in sorted(chapters.items()):
         print(f"{doc:42s} {seconds:6.1f} s  (budget {CHAPTER_BUDGET_S:.0f} s)")
     total = sum(times.values())
-    print(f"{'whole book':42s} {total:6.1f} s  (budget {BOOK_BUDGET_S:.0f} s)")
+    print(f"{'all chapters together':42s} {total:6.1f} s")
     over = {doc: s for doc, s in chapters.items() if s > SLOWER_MACHINE * CHAPTER_BUDGET_S}
     assert not over, (f"chapters over {SLOWER_MACHINE:.0f} x their {CHAPTER_BUDGET_S:.0f} s budget: {over}; "
                       "choose smaller problems (CONTRIBUTING.md, section 8)")
-    assert total <= SLOWER_MACHINE * BOOK_BUDGET_S, (
-        f"the book executes in {total:.0f} s, over {SLOWER_MACHINE:.0f} x its {BOOK_BUDGET_S:.0f} s budget")

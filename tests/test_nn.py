@@ -8,7 +8,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from neuralode import checks
-from neuralode.nn import ACTIVATIONS, MLP, Linear, ravel_params, unravel_params
+from neuralode.nn import ACTIVATIONS, MLP, Linear, ScaledField, ravel_params, unravel_params
 
 PROPERTY = settings(deadline=None, max_examples=60)
 
@@ -187,3 +187,48 @@ def test_bad_input_shape(shape):
         f(0.0, np.zeros(shape))
     with pytest.raises(ValueError, match=r"expected input of shape"):
         f.vjp(0.0, np.zeros(shape), np.zeros(shape[:-1] + (2,)))
+
+
+@st.composite
+def scaled_cases(draw):
+    """A random MLP with output scales (one number, or one per output, spanning up to 1e4)."""
+    f, y, rng = draw(mlp_cases(activations=("tanh", "softplus")))
+    per_output = draw(st.booleans())
+    scale = 10.0 ** rng.uniform(-2, 4, size=f.sizes[-1]) if per_output else float(10.0 ** rng.uniform(-2, 4))
+    return ScaledField(f, scale), y, rng
+
+
+@PROPERTY
+@given(scaled_cases())
+def test_scaled_field_derivatives(case):
+    """ScaledField's VJP and JVP against finite differences, and the dot-product test between them."""
+    f, y, rng = case
+    t = 0.3
+    v = rng.standard_normal(np.shape(f(t, y)))
+    y_bar, params_bar, t_bar = f.vjp(t, y, v)
+    scale = np.max(np.abs(f.scale))
+    assert np.allclose(y_bar, checks.fd_vjp(lambda z: f(t, z), y, v), rtol=1e-5, atol=1e-7 * scale)
+    fd_params = checks.fd_param_gradients(lambda: float(np.sum(v * f(t, y))), f.params)
+    for exact, approx in zip(params_bar, fd_params):
+        assert np.allclose(exact, approx, rtol=1e-5, atol=1e-7 * scale)
+    u = rng.standard_normal(y.shape)
+    assert np.allclose(f.jvp(t, y, u), checks.fd_jvp(lambda z: f(t, z), y, u), rtol=1e-5, atol=1e-7 * scale)
+    lhs, rhs = checks.dot_product_test(lambda w: f.jvp(t, y, w), lambda w: f.vjp(t, y, w)[0], y.shape,
+                                       np.shape(f(t, y)), rng)
+    assert np.isclose(lhs, rhs, rtol=1e-11, atol=1e-12 * scale), (lhs, rhs)
+    value, out = f.value_and_vjp(t, y, v)
+    assert np.allclose(value, f(t, y), rtol=1e-14, atol=0) and np.allclose(out[0], y_bar, rtol=1e-14, atol=0)
+    assert t_bar == 0.0 and len(params_bar) == len(f.params)
+
+
+def test_scaled_field_without_a_jvp_offers_none():
+    class NoJvp:
+        params = []
+
+        def __call__(self, t, y):
+            return -y
+
+        def vjp(self, t, y, v):
+            return -v, [], 0.0
+
+    assert ScaledField(NoJvp(), 3.0).jvp is None, "without the field's JVP, implicit methods difference f"

@@ -423,7 +423,8 @@ def test_adaptive_tape():
         if entry[0] == "out":
             pending.append(entry[1:])
             continue
-        _, tn, h, y, K = entry
+        _, tn, h, y, K, lin = entry
+        assert lin is None, "explicit steps carry no Linearisation"
         assert K.shape == (tab.stages, 2) and tn == sol.step_times[n_step]
         assert math.isclose(tn + h, sol.step_times[n_step + 1], rel_tol=1e-15, abs_tol=1e-15)
         assert np.allclose(K[0], forced(tn, y), rtol=1e-13, atol=1e-14), "K[0] is f at the step's start"
@@ -432,9 +433,9 @@ def test_adaptive_tape():
             expected = dense_eval(y, h, K, tab.dense, np.array([theta]))[0]
             assert np.allclose(sol.ys[i], expected, rtol=1e-13, atol=1e-14)
         pending, n_step = [], n_step + 1
-    for (_, tn, h, y, K), (_, _, _, y_next, _) in zip(steps, steps[1:]):
+    for (_, tn, h, y, K, _), (_, _, _, y_next, _, _) in zip(steps, steps[1:]):
         assert np.allclose(y_next, y + h * tab.b @ K, rtol=1e-14, atol=1e-15), "stages were overwritten"
-    arrays = [K for *_, K in steps] + [y for _, _, _, y, _ in steps]
+    arrays = [K for *_, K, _ in steps] + [y for _, _, _, y, _, _ in steps]
     assert not any(np.shares_memory(a, b) for i, a in enumerate(arrays) for b in arrays[i + 1:])
 
 
@@ -446,12 +447,13 @@ def test_fixed_tape(name):
     sol = integrate_fixed(problem, tape)
     tab = problem.tableau
     assert [(k, n, N) for k, n, N, *_ in tape] == [(0, 0, 3), (0, 1, 3), (0, 2, 3)] + [(1, n, 7) for n in range(7)]
-    for (k, n, N, tn, h, y, K), nxt in zip(tape, tape[1:] + [None]):
+    for (k, n, N, tn, h, y, K, lin), nxt in zip(tape, tape[1:] + [None]):
+        assert lin is None
         assert math.isclose(h, (t[k + 1] - t[k]) / N) and math.isclose(tn, t[k] + n * h)
         assert K.shape == (tab.stages, 1) and np.allclose(K[0], forced(tn, y), rtol=1e-13)
         y_new = y + h * tab.b @ K
         assert np.allclose(y_new, nxt[5] if nxt else sol.ys[-1], rtol=1e-14)
-    Ks = [entry[-1] for entry in tape]
+    Ks = [entry[-2] for entry in tape]
     assert not any(np.shares_memory(a, b) for i, a in enumerate(Ks) for b in Ks[i + 1:])
 
 

@@ -3,7 +3,8 @@
 Every derivative in it is a hand-written vector-Jacobian or Jacobian-vector product that a reader can
 open and check.  The public surface:
 
-* :func:`odeint` and :func:`integrate` solve initial value problems (``neuralode.odeint``);
+* :func:`odeint` and :func:`integrate` solve initial value problems (``neuralode.odeint``), with explicit
+  Runge–Kutta methods or, for stiff problems, implicit ones (:mod:`neuralode.implicit`);
 * :func:`odeint_vjp` differentiates a solve, by backprop through the solver or by the adjoint method;
 * :func:`odeint_event` solves until an event function crosses zero, and :func:`odeint_event_vjp`
   differentiates the event's time and state (:mod:`neuralode.events`);
@@ -18,18 +19,18 @@ open and check.  The public surface:
   reads a formula back from samples by sparse regression (SINDy).
 """
 
-from . import checks, nn, optim, params, stepsize, tableaux
-from .errors import (EventNotFoundError, GrazingEventError, IntegrationError, NonFiniteError, StepSizeUnderflowError,
-                     TooManyStepsError)
+from . import checks, implicit, nn, optim, params, stepsize, tableaux
+from .errors import (ConvergenceError, EventNotFoundError, GrazingEventError, IntegrationError, NonFiniteError,
+                     StepSizeUnderflowError, TooManyStepsError)
 from .gradients import odeint_vjp
 from .events import integrate_event, odeint_event, odeint_event_vjp
 from .solver import ODESolution, integrate, odeint
-from .tableaux import TABLEAUX, ButcherTableau
+from .tableaux import IMPLICIT_TABLEAUX, TABLEAUX, ButcherTableau
 from . import cnf, data, events, latent, models, physics, plotting, regularise, shooting, sparse, train
 
 __all__ = [
-    "ButcherTableau", "IntegrationError", "NonFiniteError", "ODESolution", "StepSizeUnderflowError",
-    "TABLEAUX", "TooManyStepsError", "checks", "integrate", "nn", "odeint", "odeint_vjp", "optim", "stepsize", "tableaux",
+    "ButcherTableau", "ConvergenceError", "IMPLICIT_TABLEAUX", "IntegrationError", "NonFiniteError", "ODESolution",
+    "StepSizeUnderflowError", "TABLEAUX", "TooManyStepsError", "checks", "integrate", "nn", "odeint", "odeint_vjp", "optim", "stepsize", "tableaux",
 ]
 __all__ += ["cnf", "data", "models", "params", "physics", "plotting", "shooting", "sparse", "train"]
 __all__ += ["EventNotFoundError", "GrazingEventError", "events", "integrate_event", "odeint_event", "odeint_event_vjp"]

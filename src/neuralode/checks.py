@@ -185,6 +185,9 @@ def observed_order(step_sizes, errors):
 def check_dynamics_vjp(f, t, y, rng, eps=1e-6):
     """Check ``f.vjp(t, y, v)`` for a random ``v`` against finite differences in ``y``, ``t`` and each param.
 
+    ``f`` follows the dynamics protocol; its output may have any shape (``v`` takes it), so an event
+    function's scalar value is checked like a field's.
+
     The VJP's structure is checked first (:func:`~neuralode.protocol.check_vjp_output`): a cotangent
     list shorter than ``f.params`` is refused, not paired up with ``zip``.
 
@@ -193,7 +196,8 @@ def check_dynamics_vjp(f, t, y, rng, eps=1e-6):
     """
     check_dynamics(f)
     y, t, rng = check_array("y", y), check_number("t", t), check_rng(rng, required=True)
-    v = rng.standard_normal(np.shape(check_returned("f(t, y)", f(t, y), y.shape, t)))
+    # The output may have any shape: a field returns one like y, an event function a scalar.
+    v = rng.standard_normal(np.shape(check_array("f(t, y)", f(t, y))))
     y_bar, params_bar, t_bar = check_vjp_output("f.vjp(t, y, v)", f.vjp(t, y, v), y.shape, f.params)
     report = {"y": relative_error(y_bar, fd_vjp(lambda z: f(t, z), y, v, eps)),
               "t": relative_error(t_bar, fd_gradient(lambda s: float(np.sum(v * f(s[0], y))), np.array([t]), eps)),

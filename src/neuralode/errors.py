@@ -41,6 +41,20 @@ class TooManyStepsError(IntegrationError):
     """More than ``max_num_steps`` solver steps were needed."""
 
 
+class ConvergenceError(IntegrationError):
+    """An implicit step could not be taken as asked.
+
+    Either Newton's iteration for a stage did not converge, even with a Jacobian evaluated afresh, or
+    (adaptive solves) the step was too long to follow a mode of the dynamics that grows.  An adaptive
+    solve catches it and retries with the step size ``retry`` (half the step when ``None``); a
+    fixed-step solve raises it.
+    """
+
+    def __init__(self, t, reason, advice="", retry=None):
+        super().__init__(t, reason, advice)
+        self.retry = retry
+
+
 class EventNotFoundError(IntegrationError):
     """An event search ended without the event function crossing zero (in the direction asked for).
 

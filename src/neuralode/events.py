@@ -46,7 +46,7 @@ import numpy as np
 from .errors import (EventNotFoundError, GrazingEventError, NonFiniteError, StepSizeUnderflowError, TooManyStepsError,
                      check_number)
 from .gradients import GRADIENTS, odeint_vjp
-from .solver import DEFAULT_MAX_NUM_STEPS, ODESolution, _StepControl, dense_eval, prepare, rk_step
+from .solver import DEFAULT_MAX_NUM_STEPS, ODESolution, _StepControl, dense_eval, prepare, stepper
 
 DIRECTIONS = (-1, 0, 1)
 """``direction=``: ``+1`` counts crossings where ``g`` rises, ``-1`` where it falls, ``0`` both."""
@@ -162,16 +162,15 @@ def _hermite(tn, h, y0, f0, y1, f1):
 def _adaptive_steps(problem, stats):
     """Yield ``(t_n, t_n+1, y_n+1, interpolate)`` for every accepted step of the solver's adaptive loop."""
     control = _StepControl(problem, ODESolution(None, problem.t))
-    s = problem.tableau.stages
-    for tn, t_new, h, YK, y_new in control.accepted_steps():
-        stats.nfe = control.nfe + (s - 1) * control.attempts
+    for tn, t_new, h, YK, y_new, _ in control.accepted_steps():
+        stats.nfe = control.nfe + control.stage_evaluations()
         stats.n_rejected = control.sol.n_rejected
         yield tn, t_new, y_new, _dense(tn, h, YK, problem.tableau.dense)
 
 
 def _fixed_steps(problem, stats):
     """Yield fixed steps ``t_n = t0 + n h`` like :func:`_adaptive_steps`, until ``max_num_steps``."""
-    fun, tab, h = problem.fun, problem.tableau, problem.step_size
+    fun, tab, h, step = problem.fun, problem.tableau, problem.step_size, stepper(problem)
     t0, t_end = float(problem.t[0]), float(problem.t[-1])
     tn, y, k0 = t0, problem.y0, problem.f0
     for n in range(problem.max_num_steps):
@@ -180,9 +179,13 @@ def _fixed_steps(problem, stats):
             raise StepSizeUnderflowError(tn, f"step_size = {h:.3g} is below what floating point resolves at this t")
         YK = np.zeros((tab.stages + 1, y.size))
         YK[0], YK[1] = y, k0
-        y_new = rk_step(fun, tn, t_new - tn, tab, YK)[0]
+        before = getattr(step, "nfe", 0)                              # an implicit stepper counts its own
+        y_new = step(fun, tn, t_new - tn, tab, YK)[0]
         k_new = YK[-1].copy() if tab.fsal else fun(t_new, y_new)
-        stats.nfe += tab.stages - 1 if tab.fsal else tab.stages      # the first stage is the last one's
+        if tab.implicit:
+            stats.nfe += step.nfe - before
+        else:
+            stats.nfe += tab.stages - 1 if tab.fsal else tab.stages  # the first stage is the last one's
         if not (np.isfinite(y_new).all() and np.isfinite(k_new).all()):
             raise NonFiniteError(t_new, "the state or its derivative became infinite or NaN",
                                  "The solution may blow up here, or the step is too large for stability")

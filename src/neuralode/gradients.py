@@ -35,11 +35,12 @@ import math
 import numpy as np
 
 from .errors import check_array, check_number
+from .implicit import implicit_step_vjp
 from .params import ravel_params, unravel_params
 from .protocol import check_dynamics, check_returned, check_vjp_output
 from .solver import (DEFAULT_MAX_NUM_STEPS, ODESolution, Problem, _check_max_num_steps, _check_method,
                      _check_step_size, _check_tolerance, _StepControl, integrate_adaptive, integrate_fixed, prepare,
-                     rk_step, steps_per_interval)
+                     stepper, steps_per_interval)
 from .stepsize import block_rms_max
 
 GRADIENTS = ("adjoint", "backprop", "checkpoint", "interpolated")
@@ -493,7 +494,8 @@ def _adjoint_backward(f, problem, ys, mode):
             f_i = ds[:n] if reset_state else np.ravel(f(t[i], ys[i]))
             t_bar[i] = float(ys_bar[i].ravel() @ f_i)
             s[-1] -= t_bar[i]
-            solution = _solve_backward(aug, s, ds, t[i], t[i - 1], problem, control, h)
+            solution = _solve_backward(aug, s, ds, t[i], t[i - 1], problem, control, h, coupled=2 * n,
+                                       guarded=slice(n, 2 * n))
             s, h = solution.ys[-1], (solution.next_step if mode["carry_step"] else None)
             pullback.nfe_backward += solution.nfe
             pullback.steps_backward += solution.n_steps
@@ -505,7 +507,7 @@ def _adjoint_backward(f, problem, ys, mode):
     return backward
 
 
-def _solve_backward(aug, s, ds, t_from, t_to, problem, control, h0):
+def _solve_backward(aug, s, ds, t_from, t_to, problem, control, h0, coupled=None, guarded=None):
     """Integrate the augmented state from ``t_from`` back to ``t_to`` with the forward solve's settings.
 
     ``ds = aug(t_from, s)`` is already known: for the adjoint its ``z`` block, ``f(t_from, z)``, also
@@ -514,6 +516,11 @@ def _solve_backward(aug, s, ds, t_from, t_to, problem, control, h0):
     entries and with the norm ``control = (measured, norm, rtol, atol)`` names, against its
     tolerances (``None``: the forward solve's; see :func:`_error_control`), and tries ``h0`` first
     (``None``: selects a step).
+    An implicit method iterates on the first ``coupled`` entries only (``z`` and ``a``): nothing
+    depends on ``a_theta`` and ``a_t``, so their stages follow from ``aug`` directly, and the Jacobian
+    it differences has ``coupled`` columns instead of the whole augmented state's.  Its growth guard
+    watches the ``guarded`` entries: ``a`` for the adjoint, whose ``z`` block, run backward through
+    dynamics that contract forward, grows, and may be damped toward the forward solution instead.
     """
     times = np.array([t_from, t_to])
     measured, norm, rtol, atol = control
@@ -521,7 +528,7 @@ def _solve_backward(aug, s, ds, t_from, t_to, problem, control, h0):
     atol = _augmented_tolerance(problem.atol) if atol is None else atol
     backward = Problem(aug, s, times, s.shape, problem.tableau, rtol, atol,
                        problem.step_size, problem.max_num_steps, ds, record_steps=False,
-                       h0=h0, measured=measured, norm=norm)
+                       h0=h0, measured=measured, norm=norm, coupled=coupled, guarded=guarded)
     if problem.tableau.adaptive and problem.step_size is None:
         return integrate_adaptive(backward)
     return integrate_fixed(backward)
@@ -599,7 +606,8 @@ def _interpolated_backward(f, problem, ys, tape, mode):
 
 
 def _tape_steps(tape, adaptive):
-    """The steps ``(t_n, h, y_n, K)`` of a forward solve's tape, first to last."""
+    """The steps ``(t_n, h, y_n, K, lin)`` of a forward solve's tape, first to last (``lin``: an implicit
+    step's Linearisation, else ``None``)."""
     return [entry[1:] for entry in tape if entry[0] == "step"] if adaptive else [entry[3:] for entry in tape]
 
 
@@ -626,7 +634,7 @@ def _adjoint_on_segments(f, problem, ys, mode, segments):
                     s[-1] -= t_bar[i]
                     i -= 1
                 target = t[i] if direction * (t[i] - start) > 0 else start
-                solution = _solve_backward(aug, s, aug(now, s), now, target, problem, control, h)
+                solution = _solve_backward(aug, s, aug(now, s), now, target, problem, control, h, coupled=n)
                 s, h, now = solution.ys[-1], (solution.next_step if mode["carry_step"] else None), target
                 pullback.nfe_backward += solution.nfe
                 pullback.steps_backward += solution.n_steps
@@ -703,18 +711,24 @@ def _step_vjp(vjp, tableau, shape, tn, h, y, K, y_bar, K_bar, theta_bar):
     return y_bar, h_bar, tn_bar, n_vjp
 
 
+def _any_step_vjp(lin, *args):
+    """``_step_vjp(*args)`` for an explicit step; for an implicit one (``lin`` its Linearisation), the
+    implicit function theorem's :func:`~neuralode.implicit.implicit_step_vjp`."""
+    return _step_vjp(*args) if lin is None else implicit_step_vjp(*args, lin)
+
+
 def _reverse_fixed(vjp, problem, steps, ys_bar, theta_bar):
     """Reverse over fixed steps: interval ``k`` holds ``N`` steps ``t_n = t_k + n h``, ``h = (t_k+1 - t_k)/N``.
 
-    ``steps`` yields the tape entries ``(k, n, N, t_n, h, y_n, K)`` from the last step to the first.
+    ``steps`` yields the tape entries ``(k, n, N, t_n, h, y_n, K, lin)`` from the last step to the first.
     """
     t_bar = np.zeros(len(problem.t))
     y_bar, n_vjp = np.zeros(ys_bar.shape[1]), 0
-    for k, n, N, tn, h, y, K in steps:
+    for k, n, N, tn, h, y, K, lin in steps:
         if n == N - 1:
             y_bar = y_bar + ys_bar[k + 1]
-        y_bar, h_bar, tn_bar, used = _step_vjp(vjp, problem.tableau, problem.shape, tn, h, y, K, y_bar,
-                                               np.zeros_like(K), theta_bar)
+        y_bar, h_bar, tn_bar, used = _any_step_vjp(lin, vjp, problem.tableau, problem.shape, tn, h, y, K, y_bar,
+                                                   np.zeros_like(K), theta_bar)
         n_vjp += used
         t_bar[k] += tn_bar * (1 - n / N) - h_bar / N
         t_bar[k + 1] += tn_bar * n / N + h_bar / N
@@ -724,7 +738,7 @@ def _reverse_fixed(vjp, problem, steps, ys_bar, theta_bar):
 def _reverse_adaptive(vjp, problem, steps, ys_bar, theta_bar):
     """Reverse over adaptive steps, holding the accepted step sizes fixed.
 
-    ``steps`` yields ``((t_n, h, y_n, K), [(i, theta), ...])`` from the last step to the first.  The
+    ``steps`` yields ``((t_n, h, y_n, K, lin), [(i, theta), ...])`` from the last step to the first.  The
     outputs come from each step's continuous extension ``y(t_i) = y_m + h sum_j k_j P_j(theta_i)``
     with ``theta_i = (t_i - tau_m) / h``.  Moving an output time ``t_i`` moves ``theta_i``; moving
     ``t[0]`` shifts every step (and no output time) by the same amount, so it moves every stage time
@@ -732,13 +746,13 @@ def _reverse_adaptive(vjp, problem, steps, ys_bar, theta_bar):
     """
     tableau, t_bar = problem.tableau, np.zeros(len(problem.t))
     y_bar, n_vjp = np.zeros(ys_bar.shape[1]), 0
-    for (tn, h, y, K), outputs in steps:
+    for (tn, h, y, K, lin), outputs in steps:
         K_bar, direct = np.zeros_like(K), np.zeros_like(y_bar)
         for i, theta in outputs:
             K_bar += h * np.outer(tableau.dense @ theta ** _POWERS, ys_bar[i])
             direct += ys_bar[i]
             t_bar[i] += float(((tableau.dense @ (_POWERS * theta ** (_POWERS - 1))) @ K) @ ys_bar[i])
-        y_bar, _, tn_bar, used = _step_vjp(vjp, tableau, problem.shape, tn, h, y, K, y_bar, K_bar, theta_bar)
+        y_bar, _, tn_bar, used = _any_step_vjp(lin, vjp, tableau, problem.shape, tn, h, y, K, y_bar, K_bar, theta_bar)
         y_bar += direct
         n_vjp += used
         t_bar[0] += tn_bar
@@ -750,7 +764,7 @@ _POWERS = np.arange(1, 5)
 
 
 def _steps_with_outputs(tape):
-    """Group the adaptive tape into ``((t_n, h, y_n, K), [(i, theta), ...])``, one entry per step."""
+    """Group the adaptive tape into ``((t_n, h, y_n, K, lin), [(i, theta), ...])``, one entry per step."""
     steps, outputs = [], []
     for entry in tape:
         if entry[0] == "out":
@@ -783,13 +797,13 @@ class CheckpointSchedule:
     def __init__(self, limit=None):
         self.limit, self.stride, self.steps, self.saved = limit, 1, 0, []
 
-    def append(self, entry):        # a fixed step (k, n, N, t_n, h, y_n, K), as integrate_fixed tapes it
-        k, n, N, tn, h, y, K = entry
-        self._add((k, n, y, K[0].copy()))
+    def append(self, entry):        # a fixed step (k, n, N, t_n, h, y_n, K[, lin]), as integrate_fixed tapes it
+        k, n, N, tn, h, y, K, *lin = entry
+        self._add((k, n, y, K[0].copy(), *lin))
 
-    def watch(self, state):         # an adaptive step's starting state (t_n, y_n, k, h)
-        tn, y, k0, h_abs = state
-        self._add((tn, y, None if k0 is None else k0.copy(), h_abs))
+    def watch(self, state):         # an adaptive step's starting state (t_n, y_n, k, h[, lin])
+        tn, y, k0, h_abs, *lin = state
+        self._add((tn, y, None if k0 is None else k0.copy(), h_abs, *lin))
 
     def _add(self, state):
         if self.steps % self.stride == 0:
@@ -822,10 +836,11 @@ def _checkpoint_backward(f, problem, recorder, adaptive):
 
 
 def _recompute_fixed(problem, state, length):
-    """Repeat ``length`` fixed steps from a checkpoint ``(k, n, y, k_1)``; return their tape entries."""
+    """Repeat ``length`` fixed steps from a checkpoint ``(k, n, y, k_1[, lin])``; return their tape entries."""
     fun, t, tab = problem.fun, problem.t, problem.tableau
     counts = steps_per_interval(t, problem.step_size)
-    k, n, y, k0 = state
+    k, n, y, k0, *lin = state
+    step = stepper(problem, *lin)
     entries, nfe = [], 0
     for _ in range(length):
         N = int(counts[k])
@@ -837,19 +852,19 @@ def _recompute_fixed(problem, state, length):
             k0, nfe = fun(tn, y), nfe + 1
         YK[1] = k0
         with np.errstate(over="ignore", invalid="ignore"):
-            y_new = rk_step(fun, tn, h, tab, YK)[0]
-        nfe += tab.stages - 1
-        entries.append((k, n, N, tn, h, y, YK[1:]))
+            y_new = step(fun, tn, h, tab, YK)[0]
+        nfe += 0 if tab.implicit else tab.stages - 1
+        entries.append((k, n, N, tn, h, y, YK[1:], getattr(step, "used", None)))
         y, k0 = y_new, (YK[-1].copy() if tab.fsal else None)
         k, n = (k + 1, 0) if n == N - 1 else (k, n + 1)
-    return entries, nfe
+    return entries, nfe + getattr(step, "nfe", 0)
 
 
 def _recompute_adaptive(problem, state, length):
-    """Repeat ``length`` accepted steps from a checkpoint ``(t_n, y_n, k, h)``, rejections included.
+    """Repeat ``length`` accepted steps from a checkpoint ``(t_n, y_n, k, h[, lin])``, rejections included.
 
-    Returns each step with the output times it serves, ``((t_n, h, y_n, K), [(i, theta), ...])``, as
-    the reverse pass reads them, and the evaluations of ``f`` spent.
+    Returns each step with the output times it serves, ``((t_n, h, y_n, K, lin), [(i, theta), ...])``,
+    as the reverse pass reads them, and the evaluations of ``f`` spent.
     """
     t = problem.t
     control = _StepControl(problem, ODESolution(None, t))
@@ -857,13 +872,13 @@ def _recompute_adaptive(problem, state, length):
     served = max(1, int(np.searchsorted(keys, control.direction * state[0], side="right")))
     control.nfe, steps = 0, []
     with np.errstate(over="ignore", invalid="ignore"):
-        for tn, t_new, h, YK, _ in control.accepted_steps(state):
+        for tn, t_new, h, YK, _, lin in control.accepted_steps(state):
             end = int(np.searchsorted(keys, control.direction * t_new, side="right"))
-            steps.append(((tn, h, YK[0], YK[1:]), [(i, (t[i] - tn) / h) for i in range(served, end)]))
+            steps.append(((tn, h, YK[0], YK[1:], lin), [(i, (t[i] - tn) / h) for i in range(served, end)]))
             served = end
             if len(steps) == length:
                 break
-    return steps, control.nfe + (problem.tableau.stages - 1) * control.attempts
+    return steps, control.nfe + control.stage_evaluations()
 
 
 # ---------------------------------------------------------------------------------------------------

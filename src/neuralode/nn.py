@@ -271,3 +271,63 @@ class CubeInputMLP:
         """``df/dy . u = MLP'(y**3) . (3 y**2 u)``."""
         y = np.asarray(y, dtype=float)
         return self.net.jvp(t, y**3, 3.0 * y**2 * np.asarray(u, dtype=float))
+
+
+class ScaledField:
+    """The field ``f(t, y) = scale * field(t, y)``: a network's outputs multiplied by fixed scales.
+
+    Stiff dynamics have rates of very different sizes; a network whose outputs are multiplied by
+    scales of those sizes can learn them with weights of order one; Kim et al. (2021) name this
+    scaling of the outputs among the techniques that make stiff neural ODEs trainable.  ``scale`` is
+    a number, or an array broadcast against the last axis (one scale per state component).  The
+    parameters are the inner field's.
+
+    Args:
+        field: dynamics under the protocol (``__call__``, ``params``, ``vjp``; ``jvp`` if offered).
+        scale: a finite number or array of them, broadcast over the output's last axis.
+
+    Example:
+        >>> f = ScaledField(MLP([2, 8, 2]), [1.0, 100.0])
+        >>> bool(np.allclose(f(0.0, np.ones(2)), [1.0, 100.0] * f.field(0.0, np.ones(2))))
+        True
+    """
+
+    def __init__(self, field, scale):
+        if not callable(field) or not callable(getattr(field, "vjp", None)):
+            raise TypeError("field must follow the dynamics protocol: field(t, y), field.params, field.vjp")
+        given = scale
+        try:
+            scale = np.asarray(scale, dtype=float)
+        except (TypeError, ValueError):
+            scale = np.array([np.nan])
+        if scale.ndim > 1 or not np.all(np.isfinite(scale)):
+            raise ValueError(f"scale must be a finite number or a 1-D array of them, got {given!r:.60}")
+        outputs = getattr(field, "sizes", [None])[-1]
+        if scale.ndim == 1 and outputs is not None and scale.size not in (1, outputs):
+            raise ValueError(f"scale has {scale.size} entries; the field has {outputs} outputs")
+        self.field, self.scale = field, scale
+        if not callable(getattr(field, "jvp", None)):
+            self.jvp = None             # nothing to scale: implicit methods difference f instead
+
+    @property
+    def params(self):
+        return self.field.params
+
+    def __call__(self, t, y):
+        return self.field(t, y) * self.scale
+
+    def vjp(self, t, y, v):
+        """``(v . df/dy, [v . df/dtheta_i], v . df/dt)``: the inner field's VJP of ``v * scale``."""
+        return self.field.vjp(t, y, np.asarray(v, dtype=float) * self.scale)
+
+    def value_and_vjp(self, t, y, v):
+        """``(f(t, y), f.vjp(t, y, v))``, in one pass where the inner field offers it."""
+        both = getattr(self.field, "value_and_vjp", None)
+        if both is None:
+            return self(t, y), self.vjp(t, y, v)
+        value, out = both(t, y, np.asarray(v, dtype=float) * self.scale)
+        return value * self.scale, out
+
+    def jvp(self, t, y, u):
+        """``df/dy . u = scale * (dfield/dy . u)``."""
+        return self.field.jvp(t, y, u) * self.scale

@@ -3,7 +3,8 @@
 The module has three layers, each readable on its own:
 
 * argument checks (:func:`prepare`), which turn bad input into a ``ValueError`` that names it;
-* one stepping routine (:func:`rk_step`) that runs any :class:`~neuralode.tableaux.ButcherTableau`;
+* one stepping routine (:func:`rk_step`) that runs any explicit :class:`~neuralode.tableaux.ButcherTableau`,
+  and beside it :class:`~neuralode.implicit.ImplicitStepper` for the implicit ones (:func:`stepper`);
 * two loops: fixed steps inside each output interval, and adaptive steps with dense output, so that
   the output times never change the steps taken.
 
@@ -16,9 +17,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import IntegrationError, NonFiniteError, StepSizeUnderflowError, TooManyStepsError
-from .stepsize import MIN_FACTOR, error_scale, rms_norm, select_initial_step, step_factor
-from .tableaux import TABLEAUX, ButcherTableau
+from .errors import ConvergenceError, IntegrationError, NonFiniteError, StepSizeUnderflowError, TooManyStepsError
+from .implicit import ImplicitStepper, dynamics_jacobian
+from .stepsize import MIN_FACTOR, error_scale, hold_step, rms_norm, select_initial_step, step_factor
+from .tableaux import IMPLICIT_TABLEAUX, TABLEAUX, ButcherTableau
 
 DEFAULT_MAX_NUM_STEPS = 100_000
 
@@ -32,7 +34,9 @@ class ODESolution:
         t: the output times.
         nfe: the number of evaluations of the dynamics.
         n_steps: accepted steps.
-        n_rejected: rejected steps (adaptive methods only).
+        n_rejected: rejected steps (adaptive methods only), a failed Newton iteration included.
+        n_jac: Jacobians formed (implicit methods only).
+        n_lu: factorisations of ``I - h gamma J`` (implicit methods only).
         step_times: the time at the start of every accepted step, and the final time.
         rejected_times: ``(t, h)`` for every rejected attempt.
         next_step: adaptive solves: the size the controller would try next, had ``t[-1]`` not ended it.
@@ -46,6 +50,8 @@ class ODESolution:
     nfe: int = 0
     n_steps: int = 0
     n_rejected: int = 0
+    n_jac: int = 0
+    n_lu: int = 0
     step_times: list = field(default_factory=list)
     rejected_times: list = field(default_factory=list)
     next_step: float = None
@@ -60,7 +66,11 @@ class Problem:
     entries of the flat state the error control measures, as a slice or an index array (``None``:
     all of them; the adjoint's seminorm measures ``z`` and ``a`` and leaves the parameter cotangents
     out), and ``norm``, the norm of those scaled entries (``None``: the RMS norm; the adjoint's
-    ``norm="mixed"`` takes the largest of one RMS norm per block).
+    ``norm="mixed"`` takes the largest of one RMS norm per block).  Three more serve implicit methods:
+    ``jacobian``, the exact Jacobian on flat states (``None``: forward differences); ``coupled``, how
+    many leading entries the stage equations couple (``None``: all; the adjoint's parameter cotangents
+    are not); and ``guarded``, the slice of those whose modes the growth guard watches (``None``: all;
+    see :class:`~neuralode.implicit.ImplicitStepper`).
     """
 
     fun: object
@@ -78,6 +88,9 @@ class Problem:
     h0: float = None
     measured: object = None
     norm: object = None
+    jacobian: object = None
+    coupled: int = None
+    guarded: object = None
 
     def __post_init__(self):
         self.zero = np.zeros(self.y0.size)
@@ -175,15 +188,16 @@ def prepare(func, y0, t, method, rtol, atol, step_size, max_num_steps):
     step_size, max_num_steps = _check_step_size(step_size), _check_max_num_steps(max_num_steps)
     f0 = _check_derivative(func(float(t[0]), y0.copy()), y0.shape, t[0])
     return Problem(_flat_dynamics(func, y0.shape), y0.reshape(-1), t, y0.shape, tableau, rtol, atol,
-                   step_size, max_num_steps, f0.reshape(-1))
+                   step_size, max_num_steps, f0.reshape(-1), jacobian=dynamics_jacobian(func, y0.shape))
 
 
 def _check_method(method):
     if isinstance(method, ButcherTableau):
         return method
-    if not isinstance(method, str) or method not in TABLEAUX:
-        raise ValueError(f"unknown method {method!r}; choose one of {sorted(TABLEAUX)} or pass a ButcherTableau")
-    return TABLEAUX[method]
+    if not isinstance(method, str) or method not in TABLEAUX and method not in IMPLICIT_TABLEAUX:
+        raise ValueError(f"unknown method {method!r}; choose one of {sorted(TABLEAUX) + sorted(IMPLICIT_TABLEAUX)} "
+                         "or pass a ButcherTableau")
+    return TABLEAUX[method] if method in TABLEAUX else IMPLICIT_TABLEAUX[method]
 
 
 def _check_derivative(f0, shape, t0):
@@ -229,6 +243,19 @@ def rk_step(fun, t, h, tableau, YK):
     return y_new, W
 
 
+def stepper(problem, carried=None):
+    """The routine that takes the steps of ``problem``: :func:`rk_step`, or an implicit stepper.
+
+    An :class:`~neuralode.implicit.ImplicitStepper` has ``rk_step``'s interface and keeps the Jacobian
+    from step to step; ``carried`` is a Linearisation to start from (a checkpoint's).
+    """
+    if not problem.tableau.implicit:
+        return rk_step
+    adaptive = problem.tableau.adaptive and problem.step_size is None
+    return ImplicitStepper(problem.tableau, problem.rtol, problem.atol, jacobian=problem.jacobian,
+                           coupled=problem.coupled, carried=carried, guard=adaptive, guarded=problem.guarded)
+
+
 def steps_per_interval(t, step_size, max_num_steps=None):
     """How many equal steps each interval of ``t`` is cut into: one, or enough for ``step_size``.
 
@@ -267,9 +294,10 @@ def integrate_fixed(problem, tape=None):
 
     Args:
         problem: a checked :class:`Problem`.
-        tape: a list to which every step is appended as ``(k, n, N, t_n, h, y_n, K)`` (for backprop).
+        tape: a list to which every step is appended as ``(k, n, N, t_n, h, y_n, K, lin)`` (for backprop),
+            ``lin`` the Linearisation an implicit step used (``None`` for explicit methods).
     """
-    fun, t, tab = problem.fun, problem.t, problem.tableau
+    fun, t, tab, step = problem.fun, problem.t, problem.tableau, stepper(problem)
     counts = steps_per_interval(t, problem.step_size, problem.max_num_steps)
     ys = np.empty((len(t), problem.y0.size))
     ys[0] = y = problem.y0
@@ -285,17 +313,26 @@ def integrate_fixed(problem, tape=None):
             if k0 is None:
                 k0, nfe = fun(tn, y), nfe + 1
             YK[1] = k0
-            y_new = rk_step(fun, tn, h, tab, YK)[0]
-            nfe += tab.stages - 1
+            y_new = step(fun, tn, h, tab, YK)[0]
+            nfe += 0 if tab.implicit else tab.stages - 1
             if not math.isfinite(y_new.dot(problem.zero)):   # 0 * y is NaN exactly where y is inf or NaN
                 raise NonFiniteError(tn + h, "the state became infinite or NaN",
                                      "The solution may blow up here, or the step is too large for stability")
             if tape is not None:
-                tape.append((k, n, N, tn, h, y, YK[1:]))
+                tape.append((k, n, N, tn, h, y, YK[1:], getattr(step, "used", None)))
             y, k0 = y_new, (YK[-1].copy() if tab.fsal else None)
         ys[k + 1] = y
-    return ODESolution(ys.reshape((len(t),) + problem.shape), t, nfe=nfe, n_steps=int(counts.sum()),
-                       step_times=_fixed_grid(t, counts) if problem.record_steps else [])
+    nfe += getattr(step, "nfe", 0)     # an implicit stepper counts its own evaluations
+    sol = ODESolution(ys.reshape((len(t),) + problem.shape), t, nfe=nfe, n_steps=int(counts.sum()),
+                      step_times=_fixed_grid(t, counts) if problem.record_steps else [])
+    return _implicit_costs(sol, step)
+
+
+def _implicit_costs(sol, step):
+    """Report an implicit stepper's Jacobians and factorisations (its evaluations are in ``sol.nfe``)."""
+    if isinstance(step, ImplicitStepper):
+        sol.n_jac, sol.n_lu = step.n_jac, step.n_lu
+    return sol
 
 
 def _fixed_grid(t, counts):
@@ -327,10 +364,12 @@ def integrate_adaptive(problem, tape=None, watch=None):
 
     Args:
         problem: a checked :class:`Problem` whose tableau is adaptive.
-        tape: a list; if given, ``("step", t_n, h, y_n, K)`` is appended for every accepted step,
-            after ``("out", i, theta)`` for every output time ``t[i]`` it serves (for backprop).
+        tape: a list; if given, ``("step", t_n, h, y_n, K, lin)`` is appended for every accepted step,
+            after ``("out", i, theta)`` for every output time ``t[i]`` it serves (for backprop);
+            ``lin`` is the Linearisation of an implicit step, ``None`` for explicit methods.
         watch: a function called before every accepted step with what the loop carries into it,
-            ``(t_n, y_n, k, h)`` (see :meth:`_StepControl.accepted_steps`), for checkpointing.
+            ``(t_n, y_n, k, h)``, and for implicit methods the Linearisation too (see
+            :meth:`_StepControl.accepted_steps`), for checkpointing.
     """
     t, record = problem.t, problem.record_steps
     sol = ODESolution(np.empty((len(t), problem.y0.size)), t, nfe=1, step_times=[float(t[0])] if record else [])
@@ -340,7 +379,7 @@ def integrate_adaptive(problem, tape=None, watch=None):
     control = _StepControl(problem, sol)
     outputs = _DenseOutput(sol, problem.tableau, control.direction, tape)
     state = float(t[0]), problem.y0, problem.f0, control._initial_step()
-    for step in control.accepted_steps(state):   # (t_n, t_n+1, h, YK, y_n+1); runs at least once
+    for step in control.accepted_steps(state):   # (t_n, t_n+1, h, YK, y_n+1, lin); runs at least once
         if watch is not None:
             watch(state)
             state = control.state
@@ -348,10 +387,10 @@ def integrate_adaptive(problem, tape=None, watch=None):
         if record:
             sol.step_times.append(step[1])
     outputs.flush()
-    sol.ys[-1] = step[-1]
+    sol.ys[-1] = step[4]
     sol.nfe, sol.n_steps = control.nfe, control.attempts - sol.n_rejected
     sol.next_step = control.state[3]
-    return _finish(sol, problem)
+    return _finish(_implicit_costs(sol, control.step), problem)
 
 
 class _StepControl:
@@ -373,23 +412,32 @@ class _StepControl:
         self.rtol = np.full(count, problem.rtol) if np.ndim(problem.rtol) == 0 else np.ravel(problem.rtol)[m]
         self.atol = np.full(count, problem.atol) if np.ndim(problem.atol) == 0 else np.ravel(problem.atol)[m]
         self.attempts, self.nfe = 0, 1      # so far: f(t0, y0)
-        self.state, self.norm = None, problem.norm or rms_norm
+        self.state, self.norm, self.step = None, problem.norm or rms_norm, stepper(problem)
 
     def accepted_steps(self, start=None):
-        """Yield every accepted step as ``(t_n, t_n+1, h, YK, y_n+1)``, until ``t[-1]`` is reached.
+        """Yield every accepted step as ``(t_n, t_n+1, h, YK, y_n+1, lin)``, until ``t[-1]`` is reached.
 
-        ``YK`` holds ``y_n`` and the step's stages (see :func:`rk_step`).
+        ``YK`` holds ``y_n`` and the step's stages (see :func:`rk_step`); ``lin`` is the Linearisation
+        an implicit step used (``None`` for explicit methods).
         A rejected attempt is retried from ``t_n`` with a smaller step before anything is yielded.
         Before each step is yielded, ``self.state`` holds ``(t_n+1, y_n+1, k, h)``: what the loop
         carries to the next step (its first stage ``k`` for a first-same-as-last method, else ``None``,
-        and the step size it will try).  Passing such a tuple as ``start`` resumes the solve there and
-        repeats exactly the steps it took (checkpointing recomputes steps this way).
+        and the step size it will try), followed for an implicit method by the Linearisation the next
+        step inherits.  Passing such a tuple as ``start`` resumes the solve there and repeats exactly
+        the steps it took (checkpointing recomputes steps this way).
+
+        An implicit step is never longer than its growth guard allows, a failed Newton iteration is
+        retried like a rejected step, and a step that would grow only a little keeps its size, and its
+        factorisation (:func:`~neuralode.stepsize.hold_step`).
         """
         fun, tab, direction, t_end, m = self.problem.fun, self.problem.tableau, self.direction, self.t_end, self.m
-        rtol, atol, zero, s, q, norm = self.rtol, self.atol, self.problem.zero, tab.stages, tab.error_order, self.norm
+        rtol, atol, zero, s, norm = self.rtol, self.atol, self.problem.zero, tab.stages, self.norm
         if start is None:
             start = float(self.problem.t[0]), self.problem.y0, self.problem.f0, self._initial_step()
-        tn, y, k0, h_abs = start
+        tn, y, k0, h_abs, *carried = start
+        step, implicit = self.step, tab.implicit
+        if implicit:
+            step.restore(carried[0] if carried else None)
         scale, attempts, max_attempts = error_scale(y[m], rtol, atol), 0, self.problem.max_num_steps
         shape, fsal = (s + 1, y.size), tab.fsal
         while direction * (t_end - tn) > 0:
@@ -403,24 +451,46 @@ class _StepControl:
                     _too_many_steps(tn, max_attempts)
                 attempts += 1
                 self.attempts = attempts
+                if implicit:                    # no longer than a growing mode allows (see implicit.py)
+                    h_abs = min(h_abs, step.longest_step(direction))
                 t_new = tn + h_abs * direction
                 if direction * (t_new - t_end) > 0:
                     t_new = t_end
                 h = t_new - tn
-                y_new, W = rk_step(fun, tn, h, tab, YK)
+                try:
+                    y_new, W = step(fun, tn, h, tab, YK)
+                except ConvergenceError as failure:
+                    h_abs, rejected = self._not_converged(failure, h, min_step, YK), True
+                    continue
                 finite = math.isfinite(y_new.dot(zero))   # 0 * y is NaN exactly where y is inf or NaN
                 scale_new = error_scale(y_new[m], rtol, atol)  # the ratio is error_ratio(err, y, y_new, ...)
                 ratio = norm(W[s + 1].dot(YK[:, m]) / np.maximum(scale, scale_new))
                 if ratio <= 1.0 and finite:
                     break
                 h_abs, rejected = self._reject(tn, h, ratio, finite, min_step, YK), True
-            # The next step's size; a last step cut short to end at t[-1] does not shrink it.
-            h_abs = max(abs(h) * step_factor(ratio, q, rejected), h_abs if t_new == t_end else 0.0)
-            self.state = t_new, y_new, (YK[s] if fsal else None), h_abs
-            yield tn, t_new, h, YK, y_new
+            h_abs = self._next_size(h, ratio, rejected, h_abs if t_new == t_end else 0.0)
+            self.state = (t_new, y_new, (YK[s] if fsal else None), h_abs) + ((step.carry(),) if implicit else ())
+            yield tn, t_new, h, YK, y_new, (step.used if implicit else None)
             tn, y, k0, scale = t_new, y_new, (YK[s] if fsal else None), scale_new
         self.attempts = attempts
-        self.nfe += (s - 1) * attempts        # each attempt evaluates every stage but the first
+        self.nfe += self.stage_evaluations()
+
+    def _next_size(self, h, ratio, rejected, at_least):
+        """The next step's size; ``at_least`` keeps a last step cut short to end at ``t[-1]`` from shrinking it.
+
+        An implicit method that keeps its Jacobian also keeps a step that would grow only a little,
+        and with it the factorisation (:func:`~neuralode.stepsize.hold_step`).
+        """
+        factor = step_factor(ratio, self.problem.tableau.error_order, rejected)
+        if self.problem.tableau.implicit and self.step.carry() is not None:
+            factor = hold_step(factor)
+        return max(abs(h) * factor, at_least)
+
+    def stage_evaluations(self):
+        """Evaluations of ``f`` in the attempted steps so far, beyond their first stages."""
+        if self.problem.tableau.implicit:
+            return self.step.nfe           # Newton's iterations and difference columns, counted as they run
+        return (self.problem.tableau.stages - 1) * self.attempts   # every stage but the first
 
     def _initial_step(self):
         p = self.problem
@@ -434,6 +504,17 @@ class _StepControl:
         """``k_1 = f(t_n, y_n)``, for a method whose last stage is not the next step's first."""
         self.nfe += 1
         return self.problem.fun(tn, y)
+
+    def _not_converged(self, failure, h, min_step, YK):
+        """Record an implicit attempt that failed and return the size to retry with (or re-raise)."""
+        self.sol.n_rejected += 1
+        if self.problem.record_steps:
+            self.sol.rejected_times.append((failure.t, h))
+        if abs(h) <= min_step:
+            raise ConvergenceError(failure.t, f"{failure.reason}, and the step cannot shrink further",
+                                   "The dynamics may be discontinuous, or not finite, near this t")
+        YK[2:] = 0.0                         # the stages not recomputed next must be finite
+        return 0.5 * abs(h) if failure.retry is None else failure.retry
 
     def _reject(self, tn, h, ratio, finite, min_step, YK):
         """Record a rejected attempt and return the size of the next one (or raise if there is none)."""
@@ -470,7 +551,7 @@ class _DenseOutput:
         self.next, self.last, self.waiting = 1, len(sol.t) - 1, []   # the first output not served yet
 
     def add(self, step):
-        """Queue an accepted step ``(t_n, t_n+1, h, YK, y_n+1)``."""
+        """Queue an accepted step ``(t_n, t_n+1, h, YK, y_n+1, lin)``."""
         self.waiting.append(step)
         if len(self.waiting) == self.max_waiting:
             self.flush()
@@ -479,20 +560,20 @@ class _DenseOutput:
         """Serve the output times of every waiting step, and write the steps to the tape."""
         if not self.waiting:
             return
-        t_start, t_new, h, YK, _ = zip(*self.waiting)
+        t_start, t_new, h, YK, _, lins = zip(*self.waiting)
         ends = np.searchsorted(self.keys, self.direction * np.array(t_new), side="right")  # past each step
         if self.tape is not None:
-            self._write_tape(t_start, h, YK, ends)
+            self._write_tape(t_start, h, YK, lins, ends)
         stop = min(ends[-1], self.last)       # the last output time is the final state itself
         if stop > self.next:
             self._evaluate(stop, ends, t_start, h, YK)
         self.next, self.waiting = ends[-1], []
 
-    def _write_tape(self, t_start, h, YK, ends):
+    def _write_tape(self, t_start, h, YK, lins, ends):
         i = self.next
-        for tn, h_n, YK_n, j in zip(t_start, h, YK, ends):
+        for tn, h_n, YK_n, lin, j in zip(t_start, h, YK, lins, ends):
             self.tape.extend(("out", k, (self.t[k] - tn) / h_n) for k in range(i, j))
-            self.tape.append(("step", tn, h_n, YK_n[0], YK_n[1:]))
+            self.tape.append(("step", tn, h_n, YK_n[0], YK_n[1:], lin))
             i = j
 
     def _evaluate(self, stop, ends, t_start, h, YK):
@@ -533,7 +614,17 @@ def integrate(func, y0, t, *, method="dopri5", rtol=1e-7, atol=1e-9, step_size=N
     """Solve ``dy/dt = func(t, y)``, ``y(t[0]) = y0``, and report what it cost.
 
     The arguments are those of :func:`odeint`.  Returns an :class:`ODESolution` whose ``ys`` is what
-    ``odeint`` returns, together with the number of function evaluations (NFE) and the steps taken.
+    ``odeint`` returns, together with the number of function evaluations (NFE) and the steps taken,
+    and for implicit methods the Jacobians formed (``n_jac``) and factorisations (``n_lu``).
+
+    Example:
+        A state pulled towards cos(t) at the rate 10^4 (stiff), which ``dopri5`` would cross in
+        thousands of steps:
+
+        >>> sol = integrate(lambda t, y: -1e4 * (y - np.cos(t)), np.ones(1), [0.0, 1.0], method="kvaerno3",
+        ...                 rtol=1e-6, atol=1e-9)
+        >>> bool(sol.n_steps < 30), sol.n_jac, bool(abs(sol.ys[-1, 0] - np.cos(1.0)) < 1e-4)
+        (True, 1, True)
     """
     problem = prepare(func, y0, t, method, rtol, atol, step_size, max_num_steps)
     if problem.tableau.adaptive and problem.step_size is None:
@@ -550,7 +641,10 @@ def odeint(func, y0, t, *, method="dopri5", rtol=1e-7, atol=1e-9, step_size=None
         y0: the initial state, an array of any shape (a batch is just a leading axis); float64.
         t: a 1-D, finite, strictly increasing or strictly decreasing array of output times.
         method: ``"euler"``, ``"midpoint"``, ``"heun"``, ``"rk4"`` (fixed step), ``"bosh3"`` or
-            ``"dopri5"`` (adaptive), or any :class:`~neuralode.tableaux.ButcherTableau`.
+            ``"dopri5"`` (adaptive), or any :class:`~neuralode.tableaux.ButcherTableau`; for stiff
+            problems the implicit ``"implicit_euler"`` (fixed step), ``"kvaerno3"`` or ``"kvaerno5"``
+            (adaptive), whose Jacobian comes from ``func.jvp`` (or ``func.jacobian``) where ``func``
+            offers it and from finite differences of ``func`` otherwise.
         rtol, atol: tolerances of the adaptive methods' error control.
         step_size: for fixed-step methods, ``None`` takes one step per interval of ``t``; a number
             cuts each interval into the fewest equal steps no longer than it.  Given to an adaptive

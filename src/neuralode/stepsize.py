@@ -140,3 +140,21 @@ def step_factor(ratio, error_order, rejected_before=False):
     if rejected_before and ratio <= 1.0:
         factor = min(1.0, factor)
     return factor
+
+
+HOLD = 1.2
+"""An implicit method keeps its step size when the controller would grow it by less than this factor."""
+
+
+def hold_step(factor):
+    """``1.0`` instead of a growth ``factor`` below :data:`HOLD`, else ``factor``.
+
+    An implicit method factorises ``I - h gamma J`` for each new step size ``h``; growing the step by a
+    few percent saves less work than the factorisation costs, so the step is kept and the next step
+    reuses the factors (Hairer & Wanner 1996, Section IV.8; scipy's ``Radau`` does the same).
+
+    Example:
+        >>> hold_step(1.1), hold_step(1.5), hold_step(0.7)
+        (1.0, 1.5, 0.7)
+    """
+    return 1.0 if 1.0 <= factor < HOLD else factor

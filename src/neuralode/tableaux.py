@@ -10,11 +10,23 @@ routine.  Adaptive methods also carry ``b_err = b - b_hat``, the weights of an e
 solution, whose difference estimates the local error, and ``dense``, the coefficients of a continuous
 extension used to evaluate the solution between steps.
 
+An implicit method of the ESDIRK family (explicit first stage, singly diagonally implicit) has the
+same data with a non-zero diagonal, ``a_11 = 0`` and ``a_ii = gamma`` for every later stage, so that
+stage ``i`` appears on both sides of its own equation,
+
+    k_i = f(t + c_i h, y + h * sum_{j<i} a_ij k_j + h * gamma * k_i),
+
+and is found by Newton's method (``neuralode.implicit``).  The same order conditions hold with the
+full lower-triangular ``a``.
+
 References:
     Butcher, *Numerical Methods for Ordinary Differential Equations* (2016).
     Hairer, Nørsett & Wanner, *Solving Ordinary Differential Equations I* (1993), Sections II.1–II.6.
     Dormand & Prince, "A family of embedded Runge–Kutta formulae" (1980).
     Bogacki & Shampine, "A 3(2) pair of Runge–Kutta formulas" (1989).
+    Kværnø, "Singly diagonally implicit Runge–Kutta methods with an explicit first stage",
+    BIT Numerical Mathematics 44 (2004), 489–502.
+    Hairer & Wanner, *Solving Ordinary Differential Equations II* (1996), Section IV.6.
 """
 
 from dataclasses import dataclass, field
@@ -36,13 +48,18 @@ def _frozen(values, ndim):
 
 @dataclass(frozen=True, eq=False)
 class ButcherTableau:
-    """An explicit Runge–Kutta method as data, checking its own consistency on construction.
+    """A Runge–Kutta method as data, checking its own consistency on construction.
+
+    Explicit methods have a strictly lower-triangular ``a``.  Implicit ones are ESDIRK methods: ``a``
+    is lower triangular with diagonal ``(0, gamma, ..., gamma)``, ``gamma > 0``, so the first stage is
+    explicit and every later one solves an equation with the same matrix ``I - h gamma J``.
 
     Args:
         name: the method's name, as passed to ``odeint(method=...)``.
         order: the order ``p`` of the propagated solution (global error ``O(h^p)``).
         c: the ``s`` stage times, as fractions of the step.
-        a: the ``s x s`` strictly lower-triangular stage coefficients.
+        a: the ``s x s`` stage coefficients: strictly lower triangular (explicit), or lower triangular
+            with the ESDIRK diagonal ``(0, gamma, ..., gamma)`` (implicit).
         b: the ``s`` weights of the solution.
         b_err: ``b - b_hat`` for an embedded solution of order ``error_order``, or ``None``.
         error_order: the order of the embedded solution (the controller's exponent uses it).
@@ -52,12 +69,16 @@ class ButcherTableau:
 
     Raises:
         ValueError: if the coefficients are inconsistent (row sums of ``a`` differ from ``c``, the
-            weights do not sum to one, the error weights do not sum to zero, ...).
+            weights do not sum to one, the error weights do not sum to zero, a diagonal that is not
+            ``(0, gamma, ..., gamma)``, ...).
 
     Example:
         >>> tab = TABLEAUX["rk4"]
-        >>> tab.stages, tab.order
-        (4, 4)
+        >>> tab.stages, tab.order, tab.implicit
+        (4, 4, False)
+        >>> kv3 = IMPLICIT_TABLEAUX["kvaerno3"]
+        >>> kv3.implicit, round(kv3.gamma, 4), kv3.fsal
+        (True, 0.4359, True)
     """
 
     name: str
@@ -72,6 +93,10 @@ class ButcherTableau:
     """Whether the last stage is ``f(t + h, y_new)``, so that it is the next step's first stage."""
     stages: int = field(init=False)
     """The number of stages ``s`` (function evaluations per step, before first-same-as-last reuse)."""
+    implicit: bool = field(init=False)
+    """Whether a stage depends on itself (a non-zero diagonal): then Newton's method finds it."""
+    gamma: float = field(init=False)
+    """The diagonal entry ``gamma`` shared by every implicit stage (``0.0`` for an explicit method)."""
 
     def __post_init__(self):
         for name in ("c", "a", "b", "b_err", "dense"):
@@ -80,6 +105,8 @@ class ButcherTableau:
                 object.__setattr__(self, name, _frozen(value, 2 if name in ("a", "dense") else 1))
         object.__setattr__(self, "stages", len(self.c))
         self._check_shapes()
+        object.__setattr__(self, "gamma", float(self.a[-1, -1]))
+        object.__setattr__(self, "implicit", self.gamma != 0.0)
         self._check_consistency()
         fsal = bool(np.allclose(self.a[-1], self.b, atol=_TOL, rtol=0) and self.c[-1] == 1.0)
         object.__setattr__(self, "fsal", fsal and self.stages > 1)
@@ -121,12 +148,46 @@ class ButcherTableau:
         """Whether the method carries an embedded error estimate."""
         return self.b_err is not None
 
+    @cached_property
+    def predictor(self):
+        """Weights ``alpha`` (``s x s``, strictly lower triangular) of each implicit stage's first guess.
+
+        Newton's method for stage ``i`` starts from ``y + h * sum_{j<i} alpha_ij k_j``.  When an earlier
+        stage ``j`` sits at the same time (``c_j = c_i``), the guess is that stage's value itself
+        (``alpha_i = a_j``).  Otherwise ``alpha_i`` makes the guess exact for solutions that are
+        polynomials of the highest degree the earlier distinct stage times allow, at most quadratic:
+        ``sum_j alpha_ij c_j^(q-1) = c_i^q / q`` for ``q = 1, 2, ...`` over the first stage and up to
+        two of the latest earlier stages with distinct times (Hairer & Wanner 1996, Section IV.8,
+        discuss such starting values).
+        """
+        alpha = np.zeros_like(self.a)
+        for i in range(1, self.stages):
+            same = [j for j in range(i) if self.c[j] == self.c[i]]
+            if same:
+                alpha[i] = self.a[same[-1]]
+                continue
+            nodes = [0]
+            for j in reversed(range(1, i)):
+                if len(nodes) < 3 and all(self.c[j] != self.c[m] for m in nodes):
+                    nodes.append(j)
+            powers = np.arange(len(nodes))
+            vandermonde = self.c[nodes][None, :] ** powers[:, None]
+            alpha[i, nodes] = np.linalg.solve(vandermonde, self.c[i] ** (powers + 1) / (powers + 1))
+        alpha.setflags(write=False)
+        return alpha
+
     def _check_shapes(self):
         s = len(self.c)
         if self.a.shape != (s, s) or self.b.shape != (s,):
             raise ValueError(f"{self.name}: a must be {s}x{s} and b of length {s}")
-        if np.any(np.triu(self.a) != 0):
-            raise ValueError(f"{self.name}: a must be strictly lower triangular (explicit method)")
+        if np.any(np.triu(self.a, 1) != 0):
+            raise ValueError(f"{self.name}: a must be strictly lower triangular (explicit method), or lower "
+                             "triangular with the diagonal (0, gamma, ..., gamma) (ESDIRK)")
+        diagonal = np.diag(self.a)
+        if np.any(diagonal != 0) and not (diagonal[0] == 0 and s > 1 and diagonal[1] > 0
+                                          and np.all(diagonal[1:] == diagonal[1])):
+            raise ValueError(f"{self.name}: an implicit tableau must have the ESDIRK diagonal (0, gamma, ..., gamma) "
+                             f"with gamma > 0 (an explicit first stage), got {diagonal.tolist()}")
         if self.b_err is not None and (self.b_err.shape != (s,) or self.error_order is None):
             raise ValueError(f"{self.name}: b_err must have length {s} and come with error_order")
         if self.dense is not None and self.dense.shape != (s, 4):
@@ -160,11 +221,12 @@ def _hermite_dense(b):
     return dense
 
 
-def order_condition_residuals(tableau):
-    """The eight order conditions up to order 4, as ``(name, order, lhs - rhs)`` triples.
+def order_condition_residuals(tableau, max_order=4):
+    """The order conditions up to ``max_order`` (4 or 5), as ``(name, order, lhs - rhs)`` triples.
 
     A method has order ``p`` when every condition of order at most ``p`` holds (Butcher 2016, Sec. 31).
-    With ``A`` the matrix ``a``, ``c`` the stage times and ``b`` the weights:
+    With ``A`` the matrix ``a``, ``c`` the stage times and ``b`` the weights (products of vectors are
+    entrywise):
 
     ====  ==========================  =====
     p     condition                   value
@@ -178,18 +240,37 @@ def order_condition_residuals(tableau):
     4     b . A c^2                    1/12
     4     b . A A c                    1/24
     ====  ==========================  =====
+
+    ``max_order=5`` adds the nine conditions of order five (``b . c^4 = 1/5`` ... ``b . A A A c =
+    1/120``).  The conditions are the same for implicit methods, with ``A`` the full lower-triangular
+    matrix, diagonal included.
     """
     A, b, c = tableau.a, tableau.b, tableau.c
+    Ac = A @ c
     conditions = [
         ("sum b = 1", 1, b.sum() - 1.0),
         ("b.c = 1/2", 2, b @ c - 1 / 2),
         ("b.c^2 = 1/3", 3, b @ c**2 - 1 / 3),
-        ("b.Ac = 1/6", 3, b @ A @ c - 1 / 6),
+        ("b.Ac = 1/6", 3, b @ Ac - 1 / 6),
         ("b.c^3 = 1/4", 4, b @ c**3 - 1 / 4),
-        ("(b*c).Ac = 1/8", 4, (b * c) @ A @ c - 1 / 8),
+        ("(b*c).Ac = 1/8", 4, (b * c) @ Ac - 1 / 8),
         ("b.Ac^2 = 1/12", 4, b @ A @ c**2 - 1 / 12),
-        ("b.AAc = 1/24", 4, b @ A @ A @ c - 1 / 24),
+        ("b.AAc = 1/24", 4, b @ A @ Ac - 1 / 24),
     ]
+    if max_order == 5:
+        conditions += [
+            ("b.c^4 = 1/5", 5, b @ c**4 - 1 / 5),
+            ("(b*c^2).Ac = 1/10", 5, (b * c**2) @ Ac - 1 / 10),
+            ("(b*c).Ac^2 = 1/15", 5, (b * c) @ A @ c**2 - 1 / 15),
+            ("(b*c).AAc = 1/30", 5, (b * c) @ A @ Ac - 1 / 30),
+            ("b.(Ac)^2 = 1/20", 5, b @ Ac**2 - 1 / 20),
+            ("b.Ac^3 = 1/20", 5, b @ A @ c**3 - 1 / 20),
+            ("b.A(c*Ac) = 1/40", 5, b @ A @ (c * Ac) - 1 / 40),
+            ("b.AAc^2 = 1/60", 5, b @ A @ A @ c**2 - 1 / 60),
+            ("b.AAAc = 1/120", 5, b @ A @ A @ Ac - 1 / 120),
+        ]
+    elif max_order != 4:
+        raise ValueError(f"max_order must be 4 or 5, got {max_order!r}")
     return [(name, p, float(r)) for name, p, r in conditions]
 
 
@@ -254,4 +335,54 @@ DOPRI5 = ButcherTableau(
 )
 
 TABLEAUX = {tab.name: tab for tab in (EULER, MIDPOINT, HEUN, RK4, BOSH3, DOPRI5)}
-"""Every method ``odeint`` knows, by name."""
+"""Every explicit method ``odeint`` knows, by name (the implicit ones are in :data:`IMPLICIT_TABLEAUX`)."""
+
+
+IMPLICIT_EULER = ButcherTableau(name="implicit_euler", order=1, c=[0.0, 1.0], a=[[0, 0], [0, 1]], b=[0.0, 1.0])
+"""Backward Euler, ``y_new = y + h f(t + h, y_new)``, written as an ESDIRK with ``gamma = 1``: the explicit
+first stage ``f(t, y)`` has weight 0 and only serves as the predictor (and it is the last stage of the
+step before, so it costs nothing)."""
+
+
+def _kvaerno3():
+    """Kværnø (2004), the L-stable ESDIRK 3(2) with four stages, every coefficient a function of gamma.
+
+    ``gamma = 0.4358665215`` as the paper gives it: the root of ``gamma^3 - 3 gamma^2 + 3 gamma / 2
+    - 1/6 = 0`` that makes the stability function vanish at infinity (L-stability).  The order
+    conditions hold for any gamma; the embedded solution of order 2 is the third stage (``c_3 = 1``).
+    """
+    g = 0.4358665215
+    a31, a32 = (-4 * g**2 + 6 * g - 1) / (4 * g), (-2 * g + 1) / (4 * g)
+    a41, a42, a43 = (6 * g - 1) / (12 * g), -1 / ((24 * g - 12) * g), (-6 * g**2 + 6 * g - 1) / (6 * g - 3)
+    a = [[0, 0, 0, 0], [g, g, 0, 0], [a31, a32, g, 0], [a41, a42, a43, g]]
+    b, b_hat = np.array(a[3]), np.array(a[2])
+    return ButcherTableau(name="kvaerno3", order=3, error_order=2, c=[0.0, 2 * g, 1.0, 1.0], a=a, b=b,
+                          b_err=b - b_hat)
+
+
+def _kvaerno5():
+    """Kværnø (2004), the L-stable ESDIRK 5(4) with seven stages, ``gamma = 0.26``, as the paper prints it.
+
+    The embedded solution of order 4 is the sixth stage (``c_6 = 1``).  Like ``kvaerno3`` it has no
+    dense coefficients of its own: between its step ends the solution is the cubic Hermite interpolant
+    of the step (order 3), so output times inside long steps are less accurate than the step ends.
+    """
+    g = 0.26
+    a = np.zeros((7, 7))
+    a[1, :2] = [g, g]
+    a[2, :3] = [0.13, 0.84033320996790809, g]
+    a[3, :4] = [0.22371961478320505, 0.47675532319799699, -0.06470895363112615, g]
+    a[4, :5] = [0.16648564323248321, 0.10450018841591720, 0.03631482272098715, -0.13090704451073998, g]
+    a[5, :6] = [0.13855640231268224, 0, -0.04245337201752043, 0.02446657898003141, 0.61943039072480676, g]
+    a[6, :7] = [0.13659751177640291, 0, -0.05496908796538376, -0.04118626728321046, 0.62993304899016403,
+                0.06962479448202728, g]
+    b, b_hat = a[6].copy(), a[5].copy()
+    c = [0.0, 0.52, 1.230333209967908, 0.8957659843500759, 0.43639360985864756, 1.0, 1.0]
+    return ButcherTableau(name="kvaerno5", order=5, error_order=4, c=c, a=a, b=b, b_err=b - b_hat)
+
+
+KVAERNO3 = _kvaerno3()
+KVAERNO5 = _kvaerno5()
+
+IMPLICIT_TABLEAUX = {tab.name: tab for tab in (IMPLICIT_EULER, KVAERNO3, KVAERNO5)}
+"""Every implicit (ESDIRK) method ``odeint`` knows, by name."""

@@ -27,6 +27,7 @@ import re
 from pathlib import Path
 
 from docutils import nodes
+from sphinx import addnodes
 from sphinx.search import SearchLanguage
 from sphinx.util import logging
 from sphinx.util.nodes import extract_messages
@@ -128,6 +129,22 @@ def _catalogue(app, docname):
     return {}
 
 
+def message_state(message, catalogue, marked=False):
+    """``"translated"``, ``"fuzzy"`` or ``"untranslated"``: the state of a message read from a page
+    of a translated edition, given the page's catalogue (:func:`read_catalogue`).
+
+    ``marked`` is Sphinx's own mark on a node it translated. Sphinx marks a translated paragraph but
+    not a translated image description (alt text): there the message read back is the translation
+    itself, which counts as translated when it is an up-to-date entry's ``msgstr``.
+    """
+    msgstr, fuzzy = catalogue.get(message, ("", False))
+    if marked or (msgstr and not fuzzy):
+        return "translated"
+    if any(message == text and not stale for text, stale in catalogue.values()):
+        return "translated"
+    return "fuzzy" if msgstr else "untranslated"
+
+
 def record_translation(app, doctree):
     """After reading a page of a translated edition, count its messages by state (env data)."""
     if app.config.language == "en":
@@ -137,14 +154,33 @@ def record_translation(app, doctree):
     for node, message in extract_messages(doctree):
         if isinstance(node, nodes.math_block) or not needs_translation(message):
             continue
-        msgstr, fuzzy = catalogue.get(message, ("", False))
-        if node.get("translated") or (msgstr and not fuzzy):
+        state = message_state(message, catalogue, bool(node.get("translated")))
+        if state == "translated":
             status["translated"] += 1
         else:
-            status["fuzzy" if msgstr else "untranslated"].append(message[:120])
+            status[state].append(message[:120])
     if not hasattr(app.env, "edition_status"):
         app.env.edition_status = {}
     app.env.edition_status[app.env.docname] = status
+
+
+def translate_toc_captions(app, doctree):
+    """Translate the captions of the parts of the table of contents in a translated edition.
+
+    sphinx-external-toc inserts the toctrees of ``_toc.yml`` after Sphinx has applied the
+    translations, so their captions (the names of the book's parts) would stay English; the
+    gettext builder does extract them, into the root page's catalogue, and they are applied here."""
+    if app.config.language == "en":
+        return
+    catalogue = None
+    for toctree in doctree.findall(addnodes.toctree):
+        caption = toctree.get("caption")
+        if not caption:
+            continue
+        catalogue = _catalogue(app, app.env.docname) if catalogue is None else catalogue
+        msgstr, fuzzy = catalogue.get(caption, ("", False))
+        if msgstr and not fuzzy:
+            toctree["caption"] = toctree["rawcaption"] = msgstr
 
 
 def _purge(app, env, docname):
@@ -294,12 +330,29 @@ def add_edition_links(app, pagename, templatename, context, doctree):
     context["body"] = link + context["body"]
 
 
+INTERFACE = {"ko": {"nb_code_prompt_show": "셀 펼쳐 보기", "nb_code_prompt_hide": "셀 접기",
+                    "search_bar_text": "이 책에서 검색…"}}
+"""Interface words that neither Sphinx's nor the theme's catalogues translate, per edition."""
+
+
+def translate_interface(app, config):
+    """Give a translated edition's own words to MyST-NB's hidden-cell buttons and the search box."""
+    words = INTERFACE.get(config.language)
+    if not words:
+        return
+    config.nb_code_prompt_show = words["nb_code_prompt_show"]
+    config.nb_code_prompt_hide = words["nb_code_prompt_hide"]
+    config.html_theme_options = {**config.html_theme_options, "search_bar_text": words["search_bar_text"]}
+
+
 def setup(app):
     app.setup_extension("myst_nb")
     app.add_role_to_domain("glue", "text", _paste_text_in_translations(), override=True)
     app.add_role_to_domain("glue", "md", _paste_markdown_in_translations(), override=True)
     app.add_config_value("edition_complete_pages", [], "env")
     app.add_search_language(SearchKorean)
+    app.connect("config-inited", translate_interface)
+    app.connect("doctree-read", translate_toc_captions)
     app.connect("doctree-read", record_translation)
     app.connect("env-purge-doc", _purge)
     app.connect("env-merge-info", _merge)
