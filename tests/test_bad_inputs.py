@@ -503,6 +503,11 @@ OPTION_CASES = [
     (dict(gradient="adjoint", atol=0.0), ValueError, "atol must be positive for gradient='adjoint'"),
     (dict(gradient="interpolated", atol=np.array([1e-9, 0.0])), ValueError, "atol must be positive"),
     (dict(gradient="adjont"), ValueError, "gradient must be one of"),
+    (dict(gradient="backprop", adjoint_rtol=1e-9), ValueError, "adjoint_rtol=1e-09 is not an option of gradient='backprop'"),
+    (dict(gradient="adjoint", adjoint_rtol=0.0), ValueError, "adjoint_rtol must be greater than 0.0"),
+    (dict(gradient="interpolated", adjoint_atol=-1e-9), ValueError, "adjoint_atol must be greater than 0.0"),
+    (dict(gradient="adjoint", adjoint_atol=float("nan")), ValueError, "adjoint_atol must be finite"),
+    (dict(gradient="adjoint", adjoint_rtol="tight"), TypeError, "adjoint_rtol must be a real number"),
 ]
 
 

@@ -116,6 +116,36 @@ def test_interpolated_and_checkpoint_fix_the_drift_that_breaks_the_adjoint():
     assert all(r < 3 * i for r, i in zip(resolved, interpolated)), (resolved, interpolated)
 
 
+def test_backward_tolerances_do_not_cure_the_drift_but_a_forward_atol_does():
+    """The drift comes from z(1) as the forward solve left it: tighter backward tolerances (adjoint_rtol,
+    adjoint_atol) leave the error where it was; a forward atol far below z_2(1) = e^-25 removes it."""
+    f, z0, c, exact = _contracting()
+    default = _contracting_error(f, z0, c, exact, gradient="adjoint")
+    for backward in (dict(adjoint_rtol=1e-10), dict(adjoint_rtol=1e-13), dict(adjoint_rtol=1e-13, adjoint_atol=1e-15)):
+        error = _contracting_error(f, z0, c, exact, gradient="adjoint", **backward)
+        assert default > 0.05 and abs(error / default - 1) < 0.01, (backward, error, default)
+    forward = [_contracting_error(f, z0, c, exact, gradient="adjoint", atol=atol, adjoint_atol=1e-9)
+               for atol in (1e-11, 1e-13)]
+    assert forward[0] < 0.02 * default and forward[1] < 0.05 * forward[0], (forward, default)
+
+
+@pytest.mark.parametrize("gradient, checkpoints", [("adjoint", None), ("interpolated", None), ("interpolated", 2)])
+def test_backward_tolerances_reach_the_backward_solve_only(gradient, checkpoints):
+    f, y0, t, weights = _problem("mlp", "several")
+    options = dict(gradient=gradient, rtol=1e-4, atol=1e-6)
+    if checkpoints is not None:
+        options["checkpoints"] = checkpoints
+    ys, pb, (y_bar, p_bar, _) = _grads(f, y0, t, weights, **options)
+    ys_t, pb_t, (y_t, p_t, _) = _grads(f, y0, t, weights, adjoint_rtol=1e-10, adjoint_atol=1e-12, **options)
+    assert np.array_equal(ys, ys_t) and pb.nfe_forward == pb_t.nfe_forward
+    assert pb_t.nfe_backward > 2 * pb.nfe_backward
+    if gradient == "interpolated":   # z(t) comes from the forward solve: the result is its exact gradient's
+        _, _, (y_ref, p_ref, _) = _grads(f, y0, t, weights, gradient="interpolated", rtol=1e-4, atol=1e-6,
+                                         adjoint_rtol=1e-12, adjoint_atol=1e-14)
+        tight, loose = (relative_error(ravel_params(p), ravel_params(p_ref)) for p in (p_t, p_bar))
+        assert tight < 0.1 * loose, (tight, loose)
+
+
 def test_measuring_only_a_lets_the_interpolated_adjoint_stall():
     f, z0, c, exact = _contracting()
     tol = dict(rtol=1e-10, atol=1e-12)
@@ -412,7 +442,8 @@ def test_mixed_norm_is_used_by_the_step_control_and_the_first_step():
 UNUSED = [("backprop", "norm", "full"), ("backprop", "norm", "mixed"), ("backprop", "carry_step", False),
           ("backprop", "reset_state", False), ("backprop", "checkpoints", 3), ("checkpoint", "norm", "seminorm"),
           ("checkpoint", "carry_step", False), ("checkpoint", "reset_state", False), ("adjoint", "checkpoints", 2),
-          ("adjoint", "checkpoints", "sqrt"), ("interpolated", "reset_state", False)]
+          ("adjoint", "checkpoints", "sqrt"), ("interpolated", "reset_state", False),
+          ("backprop", "adjoint_rtol", 1e-9), ("checkpoint", "adjoint_atol", 1e-12)]
 
 
 @pytest.mark.parametrize("gradient, name, value", UNUSED)

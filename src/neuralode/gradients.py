@@ -34,7 +34,7 @@ import math
 
 import numpy as np
 
-from .errors import check_array
+from .errors import check_array, check_number
 from .implicit import implicit_step_vjp
 from .params import ravel_params, unravel_params
 from .protocol import check_dynamics, check_returned, check_vjp_output
@@ -49,13 +49,16 @@ BLOCKS = {"adjoint": ("z", "a", "a_theta", "a_t"), "interpolated": ("a", "a_thet
 """The blocks of each adjoint mode's backward state, in order; ``norm=`` may name a subset of them."""
 SOLVER_OPTIONS = ("method", "rtol", "atol", "step_size", "max_num_steps")
 """The options ``odeint_vjp`` shares with ``odeint``; the others are its own (:data:`MODE_OPTIONS`)."""
-MODE_OPTIONS = {"adjoint": ("norm", "carry_step", "reset_state"), "backprop": (), "checkpoint": ("checkpoints",),
-                "interpolated": ("norm", "carry_step", "checkpoints")}
+MODE_OPTIONS = {"adjoint": ("norm", "carry_step", "reset_state", "adjoint_rtol", "adjoint_atol"), "backprop": (),
+                "checkpoint": ("checkpoints",),
+                "interpolated": ("norm", "carry_step", "checkpoints", "adjoint_rtol", "adjoint_atol")}
 """The options of ``odeint_vjp`` each gradient mode uses.  One rule for all of them: an option a mode
 does not use must be left at its default (:data:`OPTION_DEFAULTS`), or it is refused, named."""
-OPTION_DEFAULTS = {"norm": None, "carry_step": True, "reset_state": True, "checkpoints": None}
+OPTION_DEFAULTS = {"norm": None, "carry_step": True, "reset_state": True, "checkpoints": None, "adjoint_rtol": None,
+                   "adjoint_atol": None}
 """``None`` means "this mode's default" (the seminorm for ``"adjoint"``, the full norm for
-``"interpolated"``; about ``sqrt(N)`` checkpoints for ``"checkpoint"``, none for ``"interpolated"``)."""
+``"interpolated"``; about ``sqrt(N)`` checkpoints for ``"checkpoint"``, none for ``"interpolated"``; the
+forward solve's ``rtol`` and ``atol`` for the backward solve's)."""
 ADJOINT_MODES = ("adjoint", "interpolated")
 
 
@@ -164,7 +167,7 @@ def check_options(gradient="adjoint", **options):
 
     Returns:
         A dict with ``norm`` (the measured blocks as a tuple, or ``"mixed"``), ``carry_step``,
-        ``reset_state`` and ``checkpoints``.
+        ``reset_state``, ``checkpoints``, ``adjoint_rtol`` and ``adjoint_atol``.
 
     Raises:
         TypeError: for an unknown option.
@@ -193,6 +196,9 @@ def check_options(gradient="adjoint", **options):
             raise ValueError(f"{name} must be True or False, got {mode[name]!r}")
     mode["norm"] = _check_norm(mode["norm"], gradient)
     mode["checkpoints"] = _check_checkpoints(mode["checkpoints"], gradient)
+    for name in ("adjoint_rtol", "adjoint_atol"):
+        if mode[name] is not None:
+            mode[name] = check_number(name, mode[name], low=0.0, strict=True)
     _check_solver_options(gradient, options)
     return mode
 
@@ -253,18 +259,20 @@ def _check_checkpoints(checkpoints, gradient):
     return int(checkpoints)
 
 
-def _error_control(norm, sizes, params):
-    """``(measured, norm function)`` for the backward solve: which entries it measures, and how.
+def _error_control(mode, sizes, params):
+    """``(measured, norm function, rtol, atol)`` for the backward solve: which entries it measures, how,
+    and against which tolerances (``None``: the forward solve's).
 
     ``sizes`` maps each block of the flat backward state, in order, to its length.  ``"mixed"``
     measures every entry with one RMS norm per block, the parameter cotangents split into one block per
     parameter array as torchdiffeq splits them (one per tensor); a tuple of names measures those
     blocks with one RMS norm over all their entries.
     """
+    norm, tolerances = mode["norm"], (mode["adjoint_rtol"], mode["adjoint_atol"])
     if norm != "mixed":
-        return _measured(norm, sizes), None
+        return (_measured(norm, sizes), None, *tolerances)
     blocks = [[p.size for p in params] if name == "a_theta" else [n] for name, n in sizes.items()]
-    return None, block_rms_max([n for block in blocks for n in block])
+    return (None, block_rms_max([n for block in blocks for n in block]), *tolerances)
 
 
 def _measured(norm, sizes):
@@ -297,7 +305,7 @@ def _checked_vjp(f, shape):
 
 def odeint_vjp(f, y0, t, *, gradient="adjoint", method="dopri5", rtol=1e-7, atol=1e-9, step_size=None,
                max_num_steps=DEFAULT_MAX_NUM_STEPS, reset_state=True, norm=None, carry_step=True,
-               checkpoints=None):
+               checkpoints=None, adjoint_rtol=None, adjoint_atol=None):
     """Solve ``dy/dt = f(t, y)`` like ``odeint`` and return the solution with its pullback.
 
     An option a gradient mode does not use must be left at its default (:data:`MODE_OPTIONS`); any
@@ -306,8 +314,9 @@ def odeint_vjp(f, y0, t, *, gradient="adjoint", method="dopri5", rtol=1e-7, atol
     Args:
         f: dynamics following the protocol: ``f(t, y)``, ``f.params``, ``f.vjp(t, y, v)``.
         y0, t, method, rtol, atol, step_size, max_num_steps: as for :func:`~neuralode.odeint`; the
-            adjoint's backward solve uses the same method and tolerances (``atol`` must be positive
-            in the adjoint modes: their backward state starts at zero).
+            adjoint's backward solve uses the same method and, unless ``adjoint_rtol`` and
+            ``adjoint_atol`` say otherwise, the same tolerances (``atol`` must be positive in the
+            adjoint modes: their backward state starts at zero).
         gradient: ``"adjoint"`` (Chen et al. 2018, Algorithm 1), ``"backprop"`` (through the stages),
             ``"checkpoint"`` (backprop's numbers from stored checkpoints) or ``"interpolated"`` (the
             adjoint equations against the forward solve's dense output).
@@ -333,6 +342,10 @@ def odeint_vjp(f, y0, t, *, gradient="adjoint", method="dopri5", rtol=1e-7, atol
             ``"sqrt"`` keeps checkpoints only, as ``"checkpoint"`` does, and re-solves forward from
             them one segment at a time during the backward solve (which then also stops at every
             checkpoint, carrying its step across).
+        adjoint_rtol, adjoint_atol: the adjoint modes: scalar tolerances (``> 0``) for the backward
+            solve alone (torchdiffeq's options of the same names); ``None`` uses ``rtol`` and
+            ``atol``.  The forward solve, and a checkpointed mode's forward re-solves, keep ``rtol``
+            and ``atol``.
 
     Returns:
         ``(ys, pullback)``: the solution, shape ``(len(t), *y0.shape)``, and a :class:`Pullback`;
@@ -352,7 +365,8 @@ def odeint_vjp(f, y0, t, *, gradient="adjoint", method="dopri5", rtol=1e-7, atol
         >>> y0_bar.shape, len(params_bar), t_bar.shape
         ((2,), 4, (2,))
     """
-    mode = check_options(gradient, reset_state=reset_state, norm=norm, carry_step=carry_step, checkpoints=checkpoints)
+    mode = check_options(gradient, reset_state=reset_state, norm=norm, carry_step=carry_step, checkpoints=checkpoints,
+                         adjoint_rtol=adjoint_rtol, adjoint_atol=adjoint_atol)
     check_dynamics(f)
     problem = prepare(f, y0, t, method, rtol, atol, step_size, max_num_steps)
     _check_atol(gradient, problem.atol, _adaptive(problem))
@@ -466,7 +480,7 @@ def _adjoint_backward(f, problem, ys, mode):
     t, shape, reset_state = problem.t, problem.shape, mode["reset_state"]
     n, n_theta = problem.y0.size, sum(p.size for p in f.params)
     aug = augmented_dynamics(f, shape)
-    control = _error_control(mode["norm"], {"z": n, "a": n, "a_theta": n_theta, "a_t": 1}, f.params)
+    control = _error_control(mode, {"z": n, "a": n, "a_theta": n_theta, "a_t": 1}, f.params)
 
     def backward(pullback, ys_bar):
         s = np.zeros(2 * n + n_theta + 1)
@@ -499,8 +513,9 @@ def _solve_backward(aug, s, ds, t_from, t_to, problem, control, h0, coupled=None
     ``ds = aug(t_from, s)`` is already known: for the adjoint its ``z`` block, ``f(t_from, z)``, also
     gives ``t_bar`` when ``z`` was reset to the stored value (the dynamics of ``s`` do not depend on
     ``a_t``, so changing ``a_t`` afterwards leaves ``ds`` valid).  The error control measures the
-    entries and with the norm ``control = (measured, norm)`` names (see :func:`_error_control`), and
-    tries ``h0`` first (``None``: selects a step).
+    entries and with the norm ``control = (measured, norm, rtol, atol)`` names, against its
+    tolerances (``None``: the forward solve's; see :func:`_error_control`), and tries ``h0`` first
+    (``None``: selects a step).
     An implicit method iterates on the first ``coupled`` entries only (``z`` and ``a``): nothing
     depends on ``a_theta`` and ``a_t``, so their stages follow from ``aug`` directly, and the Jacobian
     it differences has ``coupled`` columns instead of the whole augmented state's.  Its growth guard
@@ -508,22 +523,21 @@ def _solve_backward(aug, s, ds, t_from, t_to, problem, control, h0, coupled=None
     dynamics that contract forward, grows, and may be damped toward the forward solution instead.
     """
     times = np.array([t_from, t_to])
-    measured, norm = control
-    backward = Problem(aug, s, times, s.shape, problem.tableau, problem.rtol, problem.atol,
+    measured, norm, rtol, atol = control
+    rtol = _augmented_tolerance(problem.rtol) if rtol is None else rtol
+    atol = _augmented_tolerance(problem.atol) if atol is None else atol
+    backward = Problem(aug, s, times, s.shape, problem.tableau, rtol, atol,
                        problem.step_size, problem.max_num_steps, ds, record_steps=False,
                        h0=h0, measured=measured, norm=norm, coupled=coupled, guarded=guarded)
     if problem.tableau.adaptive and problem.step_size is None:
-        return integrate_adaptive(_augmented_tolerances(backward, problem))
+        return integrate_adaptive(backward)
     return integrate_fixed(backward)
 
 
-def _augmented_tolerances(backward, problem):
-    """Per-entry tolerances broadcast to ``z`` and ``a`` stay valid on the longer augmented state."""
-    for name in ("rtol", "atol"):
-        value = getattr(problem, name)
-        if np.ndim(value):
-            setattr(backward, name, float(np.min(value)))
-    return backward
+def _augmented_tolerance(value):
+    """A per-entry tolerance broadcast to ``z`` and ``a`` is replaced by its smallest entry, valid on the
+    longer augmented state."""
+    return float(np.min(value)) if np.ndim(value) else value
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -607,7 +621,7 @@ def _adjoint_on_segments(f, problem, ys, mode, segments):
     """
     t, shape, direction = problem.t, problem.shape, (1.0 if problem.t[-1] >= problem.t[0] else -1.0)
     n, n_theta = problem.y0.size, sum(p.size for p in f.params)
-    control = _error_control(mode["norm"], {"a": n, "a_theta": n_theta, "a_t": 1}, f.params)
+    control = _error_control(mode, {"a": n, "a_theta": n_theta, "a_t": 1}, f.params)
 
     def backward(pullback, ys_bar):
         s, t_bar, h, i, now = np.zeros(n + n_theta + 1), np.zeros(len(t)), None, len(t) - 1, t[-1]
