@@ -31,6 +31,7 @@ import scipy
 from scipy.integrate import solve_ivp
 
 import neuralode as ne
+from neuralode.problems import STIFF_LINEAR_RATES as LAMBDA, robertson, stiff_linear as linear, van_der_pol
 
 MAX_ERROR = 25.0
 MAX_CALLS_RATIO = {"kvaerno5": 2.0, "kvaerno3": 4.0}
@@ -52,25 +53,6 @@ class Counted:
     def __call__(self, t, y):
         self.calls += 1
         return self.f(t, y)
-
-
-def van_der_pol(mu):
-    def f(t, y):
-        return np.array([y[1], mu * (1.0 - y[0] ** 2) * y[1] - y[0]])
-    return f
-
-
-def robertson(t, y):
-    """Robertson's chemical kinetics: rates 0.04, 1e4 and 3e7 (Hairer & Wanner 1996, Section IV.1)."""
-    return np.array([-0.04 * y[0] + 1e4 * y[1] * y[2], 0.04 * y[0] - 1e4 * y[1] * y[2] - 3e7 * y[1] ** 2,
-                     3e7 * y[1] ** 2])
-
-
-LAMBDA = np.array([-1.0, -1e3, -1e5])
-
-
-def linear(t, y):
-    return LAMBDA * y
 
 
 PROBLEMS = [

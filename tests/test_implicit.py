@@ -10,6 +10,7 @@ import pytest
 from scipy.integrate import solve_ivp
 
 import neuralode as ne
+from neuralode.problems import STIFF_LINEAR_RATES as LAMBDA, robertson, stiff_linear as linear, van_der_pol
 from neuralode import implicit
 from neuralode.tableaux import IMPLICIT_TABLEAUX, KVAERNO3, KVAERNO5, ButcherTableau, order_condition_residuals
 
@@ -22,24 +23,6 @@ def stability(tab, z, b=None):
     """``R(z) = 1 + z b (I - z A)^-1 1``: one step of the method on ``y' = lambda y`` with ``z = h lambda``."""
     b = tab.b if b is None else b
     return 1 + z * b @ np.linalg.solve(np.eye(tab.stages) - z * tab.a, np.ones(tab.stages))
-
-
-def van_der_pol(mu):
-    def f(t, y):
-        return np.array([y[1], mu * (1.0 - y[0] ** 2) * y[1] - y[0]])
-    return f
-
-
-def robertson(t, y):
-    return np.array([-0.04 * y[0] + 1e4 * y[1] * y[2], 0.04 * y[0] - 1e4 * y[1] * y[2] - 3e7 * y[1] ** 2,
-                     3e7 * y[1] ** 2])
-
-
-LAMBDA = np.array([-1.0, -1e3, -1e5])
-
-
-def linear(t, y):
-    return LAMBDA * y
 
 
 class Counted:

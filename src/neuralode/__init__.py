@@ -26,7 +26,7 @@ from .gradients import odeint_vjp
 from .events import integrate_event, odeint_event, odeint_event_vjp
 from .solver import ODESolution, integrate, odeint
 from .tableaux import IMPLICIT_TABLEAUX, TABLEAUX, ButcherTableau
-from . import cnf, data, events, latent, models, physics, plotting, regularise, shooting, sparse, train
+from . import cnf, data, events, latent, models, physics, plotting, problems, regularise, shooting, sparse, train
 
 __all__ = [
     "ButcherTableau", "ConvergenceError", "IMPLICIT_TABLEAUX", "IntegrationError", "NonFiniteError", "ODESolution",
