@@ -361,14 +361,16 @@ def test_page(offline, rel):
     problems = mathjax_problems(page, offline.base)
     problems += image_problems(page)
     problems += link_problems(page, offline.base, rel)
-    page.wait_for_load_state("networkidle")
-    problems += [f"failed request: {item}" for item in offline.failed]
     if page.evaluate("() => document.documentElement.dataset.mode") != "light":
         problems.append("the default colour mode is not light")
     if rel in EXERCISE_PAGES:
         problems += solution_problems(page, rel)
     if rel in ANIMATION_PAGES:
         problems += animation_problems(page)
+    # Last, so that the clicks above have already spent most of the half second of network quiet
+    # this waits for; a request that failed at any moment of the visit is then on the list.
+    page.wait_for_load_state("networkidle")
+    problems += [f"failed request: {item}" for item in offline.failed]
     problems += [f"blocked request to outside the book: {url}" for url in offline.blocked]
     problems += console_problems(offline.console_errors)
     if problems:
