@@ -397,3 +397,14 @@ def test_korean_search_finds_a_word_without_its_particle(offline, query, particl
     found = page.locator("#search-results li").count()
     assert found > 0, f"searching the Korean edition for {query!r} found nothing"
     assert not offline.blocked, f"search: blocked requests {offline.blocked}"
+
+
+def test_korean_pages_use_the_editions_interface_words():
+    """The theme's Korean catalogue renders "By" as "으로" ("by means of"); book_editions replaces it."""
+    korean = [p for p in PAGES if p.startswith("ko/book/")]
+    assert korean, "no Korean page in _build/html/ko/book"
+    for rel in korean:
+        text = (HTML_DIR / rel).read_text(encoding="utf-8")
+        footer = re.search(r'<p class="component-author">\s*(.*?)\s*</p>', text, re.DOTALL)
+        assert footer, f"{rel} has no author line in its footer"
+        assert footer.group(1).startswith("지은이:"), f"{rel}: footer reads {footer.group(1)!r}"

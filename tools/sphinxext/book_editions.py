@@ -346,7 +346,7 @@ def add_edition_links(app, pagename, templatename, context, doctree):
 
 
 INTERFACE = {"ko": {"nb_code_prompt_show": "셀 펼쳐 보기", "nb_code_prompt_hide": "셀 접기",
-                    "search_bar_text": "이 책에서 검색…"}}
+                    "search_bar_text": "이 책에서 검색…", "theme": {"By": "지은이:"}}}
 """Interface words that neither Sphinx's nor the theme's catalogues translate, per edition."""
 
 
@@ -358,6 +358,16 @@ def translate_interface(app, config):
     config.nb_code_prompt_show = words["nb_code_prompt_show"]
     config.nb_code_prompt_hide = words["nb_code_prompt_hide"]
     config.html_theme_options = {**config.html_theme_options, "search_bar_text": words["search_bar_text"]}
+
+
+def translate_theme_words(app, pagename, templatename, context, doctree):
+    """Replace the theme's translations that read wrongly in an edition (its Korean "By" is "으로",
+    "by means of", which put "으로 The Neural ODE Book authors" in every footer)."""
+    words = INTERFACE.get(app.config.language, {}).get("theme")
+    theme_translate = context.get("translate")
+    if not words or theme_translate is None:
+        return
+    context["translate"] = lambda message, *args: words.get(message) or theme_translate(message, *args)
 
 
 def setup(app):
@@ -373,5 +383,7 @@ def setup(app):
     app.connect("env-purge-doc", _purge)
     app.connect("env-merge-info", _merge)
     app.connect("html-page-context", add_edition_links)
+    # After sphinx-book-theme's own handler (priority 500), which puts its `translate` in the context.
+    app.connect("html-page-context", translate_theme_words, priority=900)
     app.connect("build-finished", write_status)
     return {"parallel_read_safe": True, "parallel_write_safe": True, "env_version": 1}
