@@ -11,37 +11,25 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
 pytestmark = pytest.mark.notebooks
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("prose_numbers", ROOT / "tools" / "prose_numbers.py")
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-prose_numbers = _load()
+prose_numbers = _load("prose_numbers")
+stored_outputs = _load("stored_outputs")
 
 
 def toc_pages():
-    files = []
-
-    def walk(node):
-        if isinstance(node, dict):
-            files.extend(str(node[key]) for key in ("root", "file") if key in node)
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item)
-
-    walk(yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8")))
-    return [f"{name}.md" for name in files if (ROOT / f"{name}.md").is_file()]
+    return [path.relative_to(ROOT).as_posix() for path in stored_outputs.toc_pages()]
 
 
 @pytest.mark.parametrize("page", toc_pages())

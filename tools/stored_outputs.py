@@ -36,8 +36,8 @@ TIMES = NOTEBOOKS / "execution_times.json"
 NBVAL_TIMES = ROOT / "_build" / "nbval_times.json"
 
 
-def toc_chapters():
-    """The paired chapters of ``_toc.yml`` (MyST notebooks with a jupytext header), as paths."""
+def toc_pages():
+    """Every page of ``_toc.yml`` that is a Markdown file (chapters, appendices, glossary, ...), as paths."""
     files = []
 
     def walk(node):
@@ -50,8 +50,12 @@ def toc_chapters():
                 walk(item)
 
     walk(yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8")))
-    paths = [ROOT / f"{name}.md" for name in files]
-    return [p for p in paths if p.is_file() and "\njupytext:" in p.read_text(encoding="utf-8")[:400]]
+    return [path for path in (ROOT / f"{name}.md" for name in files) if path.is_file()]
+
+
+def toc_chapters():
+    """The paired chapters of ``_toc.yml`` (MyST notebooks with a jupytext header), as paths."""
+    return [p for p in toc_pages() if "\njupytext:" in p.read_text(encoding="utf-8")[:400]]
 
 
 def read_chapter(md_path):
