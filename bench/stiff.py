@@ -31,6 +31,7 @@ import scipy
 from scipy.integrate import solve_ivp
 
 import neuralode as ne
+from neuralode.checks import CountingDynamics
 from neuralode.problems import STIFF_LINEAR_RATES as LAMBDA, robertson, stiff_linear as linear, van_der_pol
 
 MAX_ERROR = 25.0
@@ -44,17 +45,6 @@ OURS = ("kvaerno3", "kvaerno5")
 THEIRS = ("Radau", "BDF")
 
 
-class Counted:
-    """``f`` counting its calls, whoever makes them."""
-
-    def __init__(self, f):
-        self.f, self.calls = f, 0
-
-    def __call__(self, t, y):
-        self.calls += 1
-        return self.f(t, y)
-
-
 PROBLEMS = [
     # name, f, y0, t1, rtol, atol
     ("Van der Pol mu=100", van_der_pol(100.0), np.array([2.0, 0.0]), 200.0, 1e-6, 1e-6),
@@ -66,18 +56,18 @@ PROBLEMS = [
 
 def run(solver, f, y0, t1, rtol, atol):
     """One solve; returns the final state and the costs as a dict (``None`` if it did not finish)."""
-    counted = Counted(f)
+    counted = CountingDynamics(f)
     if solver in THEIRS:
         sol = solve_ivp(counted, (0.0, t1), y0, method=solver, rtol=rtol, atol=atol)
         if sol.status != 0:
             return None
-        return dict(y=sol.y[:, -1], calls=counted.calls, steps=len(sol.t) - 1, jac=sol.njev, lu=sol.nlu)
+        return dict(y=sol.y[:, -1], calls=counted.nfe, steps=len(sol.t) - 1, jac=sol.njev, lu=sol.nlu)
     try:
         sol = ne.integrate(counted, y0, [0.0, t1], method=solver, rtol=rtol, atol=atol,
                            max_num_steps=DOPRI5_CAP if solver == "dopri5" else 10**6)
     except ne.TooManyStepsError:
         return None
-    assert sol.nfe == counted.calls, "the engine's nfe counts every call of f"
+    assert sol.nfe == counted.nfe, "the engine's nfe counts every call of f"
     return dict(y=sol.ys[-1], calls=sol.nfe, steps=sol.n_steps, jac=sol.n_jac, lu=sol.n_lu)
 
 

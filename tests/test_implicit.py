@@ -10,6 +10,7 @@ import pytest
 from scipy.integrate import solve_ivp
 
 import neuralode as ne
+from neuralode.checks import CountingDynamics
 from neuralode.problems import STIFF_LINEAR_RATES as LAMBDA, robertson, stiff_linear as linear, van_der_pol
 from neuralode import implicit
 from neuralode.tableaux import IMPLICIT_TABLEAUX, KVAERNO3, KVAERNO5, ButcherTableau, order_condition_residuals
@@ -23,17 +24,6 @@ def stability(tab, z, b=None):
     """``R(z) = 1 + z b (I - z A)^-1 1``: one step of the method on ``y' = lambda y`` with ``z = h lambda``."""
     b = tab.b if b is None else b
     return 1 + z * b @ np.linalg.solve(np.eye(tab.stages) - z * tab.a, np.ones(tab.stages))
-
-
-class Counted:
-    """``f`` counting its own calls, to check what ``nfe`` reports."""
-
-    def __init__(self, f):
-        self.f, self.calls = f, 0
-
-    def __call__(self, t, y):
-        self.calls += 1
-        return self.f(t, y)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -190,26 +180,25 @@ def test_kvaerno3_agrees_with_radau_at_tight_tolerance(case):
 @pytest.mark.parametrize("name, mode", [(name, mode) for name in IMPLICIT for mode in ("fixed", "adaptive")
                                          if mode == "fixed" or IMPLICIT_TABLEAUX[name].adaptive])
 def test_nfe_counts_every_call_difference_columns_included(name, mode):
-    f = Counted(van_der_pol(10.0))
+    f = CountingDynamics(van_der_pol(10.0))
     sol = ne.integrate(f, np.array([2.0, 0.0]), [0.0, 3.0], method=name, rtol=1e-5, atol=1e-7,
                        step_size=0.01 if mode == "fixed" else None)
-    assert sol.nfe == f.calls and sol.n_jac >= 1 and sol.n_lu >= sol.n_jac
+    assert sol.nfe == f.nfe and sol.n_jac >= 1 and sol.n_lu >= sol.n_jac
 
 
 def test_a_linear_problem_needs_one_jacobian():
-    f = Counted(linear)
+    f = CountingDynamics(linear)
     sol = ne.integrate(f, np.ones(3), [0.0, 10.0], method="kvaerno3", rtol=1e-6, atol=1e-9)
-    assert sol.n_jac == 1 and sol.nfe == f.calls
+    assert sol.n_jac == 1 and sol.nfe == f.nfe
 
 
 def test_jacobian_from_jvp_costs_no_calls_of_f():
     f = ne.nn.MLP([2, 16, 2], rng=np.random.default_rng(0))
-    counted = Counted(f)
-    counted.jvp = f.jvp
+    counted = CountingDynamics(f)
     sol = ne.integrate(counted, np.array([0.3, -0.2]), [0.0, 2.0], method="kvaerno3", rtol=1e-6, atol=1e-9)
     plain = ne.integrate(lambda t, y: f(t, y), np.array([0.3, -0.2]), [0.0, 2.0], method="kvaerno3",
                          rtol=1e-6, atol=1e-9)
-    assert sol.nfe == counted.calls and sol.nfe < plain.nfe
+    assert sol.nfe == counted.nfe and sol.nfe < plain.nfe
     np.testing.assert_allclose(sol.ys, plain.ys, rtol=1e-5, atol=1e-7)
 
 
@@ -266,7 +255,7 @@ def test_adaptive_newton_failure_halves_the_step():
 
 def test_newton_needs_a_measured_contraction():
     """Every stage takes at least two iterations: one increment alone cannot say the stage is solved."""
-    f = Counted(linear)
+    f = CountingDynamics(linear)
     sol = ne.integrate(f, np.ones(3), [0.0, 1.0], method="implicit_euler", step_size=0.1)
     assert sol.n_jac == 1
     assert sol.nfe == 1 + (3 + 1) + 2 * 10    # f(t0, y0), one difference Jacobian, two iterations a step
@@ -346,8 +335,8 @@ def test_a_first_iteration_alone_would_have_fooled_the_estimate(monkeypatch):
                                                     ("implicit_euler", 0.01, 1e-2)])
 def test_events_run_the_implicit_steppers(method, step_size, tol):
     """odeint_event steps with the implicit methods too, and counts every call of f."""
-    f = Counted(lambda t, y: np.array([y[1], -9.81]))
+    f = CountingDynamics(lambda t, y: np.array([y[1], -9.81]))
     sol = ne.integrate_event(f, np.array([10.0, 0.0]), 0.0, event_fn=lambda t, y: y[0], method=method,
                              step_size=step_size, rtol=1e-8, atol=1e-10)
     assert abs(sol.t_event - math.sqrt(20 / 9.81)) < tol
-    assert sol.nfe == f.calls
+    assert sol.nfe == f.nfe
