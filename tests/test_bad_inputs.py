@@ -429,8 +429,10 @@ EVENT_VJP_CASES = [
     (dict(event_fn=EventWithVJP("nan")), ValueError, "it returned a non-finite value"),
     (dict(gradient="exact"), ValueError, "gradient must be one of"),
     (dict(gradient=None), ValueError, "gradient must be one of"),
-    (dict(checkpoints_per_step=3), TypeError, r"unknown options \['checkpoints_per_step'\]"),
+    (dict(checkpoints_per_step=3), TypeError, r"unknown option\(s\) checkpoints_per_step"),
     (dict(norm="max", gradient="adjoint"), ValueError, "norm must be one of"),
+    (dict(norm="full"), ValueError, r"norm='full' is not an option of gradient='backprop'"),
+    (dict(gradient="adjoint", atol=0.0), ValueError, "atol must be positive for gradient='adjoint'"),
     (dict(direction=-2), ValueError, "direction must be -1"),
 ]
 
@@ -449,6 +451,7 @@ def test_odeint_event_vjp_refuses(changes, error, phrase):
     (1.0, np.zeros(3), ValueError, r"y_bar must have the shape of y_event, \(2,\)"),
     (1.0, np.zeros((1, 2)), ValueError, r"y_bar must have the shape of y_event"),
     (1.0, np.array([np.inf, 0.0]), ValueError, "y_bar must contain only finite"),
+    (1.0, np.array([1j, 0.0]), ValueError, "y_bar must hold real numbers"),
 ])
 def test_event_pullback_refuses(t_bar, y_bar, error, phrase):
     _, pullback = ne.odeint_event_vjp(Fall(), FALL_Z0, 0.0, event_fn=lambda t, z: z[0])

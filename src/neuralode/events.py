@@ -37,15 +37,15 @@ References:
     Chen, Amos & Nickel, "Learning Neural Event Functions for Ordinary Differential Equations" (2021).
 """
 
-import inspect
 import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .errors import (EventNotFoundError, GrazingEventError, NonFiniteError, StepSizeUnderflowError, TooManyStepsError,
-                     check_number)
-from .gradients import GRADIENTS, odeint_vjp
+                     check_array, check_number)
+from .gradients import check_options, odeint_vjp
+from .protocol import check_dynamics
 from .solver import DEFAULT_MAX_NUM_STEPS, ODESolution, _StepControl, dense_eval, prepare, stepper
 
 DIRECTIONS = (-1, 0, 1)
@@ -376,8 +376,7 @@ def _event_protocol(event_fn):
             raise ValueError("event_fn has params but no method vjp(t, y, v): the gradients of its parameters "
                              "need its vector-Jacobian product")
         return False
-    if not isinstance(params, (list, tuple)) or not all(isinstance(p, np.ndarray) for p in params):
-        raise ValueError("event_fn.params must be a list of NumPy arrays (possibly empty) when event_fn has a vjp")
+    check_dynamics(event_fn, "event_fn")
     return True
 
 
@@ -482,23 +481,6 @@ class ImplicitEventTime:
 # ---------------------------------------------------------------------------------------------------
 
 
-def _check_dynamics(f):
-    if not (callable(f) and callable(getattr(f, "vjp", None))):
-        raise ValueError("f must follow the dynamics protocol: f(t, y), f.params and f.vjp(t, y, v); use a model "
-                         "from neuralode.nn or write its vector-Jacobian product")
-
-
-def _check_options(gradient, options):
-    """The options passed on to :func:`~neuralode.odeint_vjp`, checked before the search runs."""
-    known = set(inspect.signature(odeint_vjp).parameters) - {"f", "y0", "t", "gradient", "method", "rtol", "atol",
-                                                             "step_size", "max_num_steps"}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise TypeError(f"odeint_event_vjp got unknown options {unknown}; it passes on only {sorted(known)}")
-    if not isinstance(gradient, str) or gradient not in GRADIENTS:
-        raise ValueError(f"gradient must be one of {GRADIENTS}, got {gradient!r}")
-
-
 def _at_event(f, event_fn, protocol, search, problem):
     """The :class:`ImplicitEventTime` at the event found by ``search``, and its grazing ratio."""
     t, y, shape = search.t_event, search.y_event.ravel(), problem.shape
@@ -559,11 +541,9 @@ class EventPullback:
 
     def __call__(self, t_bar, y_bar):
         t_bar = check_number("t_bar", t_bar)
-        y_bar = np.asarray(y_bar, dtype=float)
+        y_bar = check_array("y_bar", y_bar)
         if y_bar.shape != self._shape:
             raise ValueError(f"y_bar must have the shape of y_event, {self._shape}; got {y_bar.shape}")
-        if not np.isfinite(y_bar).all():
-            raise ValueError("y_bar must contain only finite values")
         if self.grazing >= 1.0:
             raise GrazingEventError(self.search.t_event, self.grazing, self.layer.g_dot)
         z_bar, phi_bar = self.layer.vjp(t_bar, y_bar)
@@ -617,12 +597,13 @@ def odeint_event_vjp(f, y0, t0, *, event_fn, gradient="backprop", method="dopri5
         >>> y0_bar.shape, len(params_bar)
         ((2,), 4)
     """
-    _check_options(gradient, options)
-    _check_dynamics(f)
+    check_options(gradient, method=method, rtol=rtol, atol=atol, step_size=step_size, max_num_steps=max_num_steps,
+                  **options)
+    check_dynamics(f)
     protocol = _event_protocol(event_fn)
     search, problem = _search(f, y0, t0, event_fn, method, rtol, atol, step_size, direction, t_max, max_num_steps)
+    layer, grazing = _at_event(f, event_fn, protocol, search, problem)
     times = np.array([float(t0), search.t_event])
     _, solve = odeint_vjp(f, y0, times, gradient=gradient, method=method, rtol=rtol, atol=atol,
                           step_size=step_size, max_num_steps=max_num_steps, **options)
-    layer, grazing = _at_event(f, event_fn, protocol, search, problem)
     return (search.t_event, search.y_event), EventPullback(layer, grazing, search, solve, protocol)
