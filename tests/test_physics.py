@@ -217,3 +217,33 @@ def test_the_invariant_with_one_row_of_rates_per_state():
     z = np.array([[1.0, 2.0], [0.5, 3.0]])
     rows = [LotkaVolterra(*f.theta[i]).invariant(z[i]) for i in range(2)]
     assert np.allclose(f.invariant(z), rows, rtol=1e-15, atol=0)
+
+
+class _WithoutJvp:
+    """An MLP that offers f and its VJP but no JVP."""
+
+    def __init__(self, sizes, rng):
+        self.net = MLP(sizes, rng=rng)
+        self.params = self.net.params
+
+    def __call__(self, t, y):
+        return self.net(t, y)
+
+    def vjp(self, t, y, v):
+        return self.net.vjp(t, y, v)
+
+
+@pytest.mark.parametrize("make", [
+    lambda net: Hybrid(Fixed(LotkaVolterra(1.0, 0.5, 1.5, 0.75)), net),
+    lambda net: PerCapita(net),
+    lambda net: Fixed(net),
+])
+def test_a_wrapper_offers_a_jvp_only_when_its_parts_do(make):
+    """Without a part's JVP the wrapper offers none, and an implicit method differences it instead."""
+    rng = np.random.default_rng(3)
+    with_jvp, without = make(MLP([2, 8, 2], rng=rng)), make(_WithoutJvp([2, 8, 2], np.random.default_rng(3)))
+    assert callable(getattr(with_jvp, "jvp", None)) and getattr(without, "jvp", None) is None
+    y0, t = np.array([1.0, 0.5]), np.linspace(0.0, 1.0, 5)
+    by_jvp = ne.odeint(with_jvp, y0, t, method="kvaerno3", rtol=1e-8, atol=1e-10)
+    by_differences = ne.odeint(without, y0, t, method="kvaerno3", rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(by_differences, by_jvp, rtol=1e-6, atol=1e-8)

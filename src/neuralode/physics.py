@@ -225,6 +225,21 @@ def _checked_vjp(name, out, shape, params):
     return check_vjp_output(f"the {name} part's vjp(t, y, v)", out, shape, params)
 
 
+def _part_jvps(owner, parts):
+    """The ``jvp`` of each ``(whose, part)``, or an ``AttributeError`` naming the part that has none.
+
+    A wrapper's ``jvp`` is a property built on this, so that the wrapper offers a ``jvp`` exactly when
+    its parts do: ``getattr(wrapper, "jvp", None)`` is then ``None`` otherwise, and an implicit method
+    differences ``f`` for its Jacobian instead of failing on the missing part."""
+    jvps = []
+    for name, part in parts:
+        jvp = getattr(part, "jvp", None)
+        if not callable(jvp):
+            raise AttributeError(f"{owner}.jvp needs {name} jvp; {type(part).__name__} has none")
+        jvps.append(jvp)
+    return jvps
+
+
 class Fixed:
     """A field whose parameters are known and held: the same field, with ``params == []``.
 
@@ -259,12 +274,10 @@ class Fixed:
         value, (y_bar, _, t_bar) = both(t, y, v) if callable(both) else (self.field(t, y), self.field.vjp(t, y, v))
         return value, (y_bar, [], t_bar)
 
-    def jvp(self, t, y, u):
-        """The wrapped field's ``jvp``."""
-        jvp = getattr(self.field, "jvp", None)
-        if not callable(jvp):
-            raise TypeError(f"Fixed.jvp needs the wrapped field's jvp; {type(self.field).__name__} has none")
-        return jvp(t, y, u)
+    @property
+    def jvp(self):
+        """The wrapped field's ``jvp`` (an ``AttributeError`` when it has none)."""
+        return _part_jvps("Fixed", [("the wrapped field's", self.field)])[0]
 
 
 class PerCapita:
@@ -320,11 +333,13 @@ class PerCapita:
         w_bar, params_bar, t_bar = _checked_vjp("per-capita rates", out, y.shape, self._params)
         return y * g, (v * g + w_bar, params_bar, t_bar)
 
-    def jvp(self, t, y, u):
-        """``u * g + y * (dg/dy . u)``; the rates must offer a ``jvp``."""
-        jvp = getattr(self.rates, "jvp", None)
-        if not callable(jvp):
-            raise TypeError(f"PerCapita.jvp needs the rates' jvp; {type(self.rates).__name__} has none")
+    @property
+    def jvp(self):
+        """``u -> u * g + y * (dg/dy . u)``; offered when the rates offer a ``jvp``."""
+        rates_jvp, = _part_jvps("PerCapita", [("the rates'", self.rates)])
+        return lambda t, y, u: self._jvp(rates_jvp, t, y, u)
+
+    def _jvp(self, jvp, t, y, u):
         y, u = np.asarray(y, dtype=float), np.asarray(u, dtype=float)
         g = _checked_value("per-capita rates", self.rates(t, y), y.shape)
         return u * g + y * _checked_value("per-capita rates", jvp(t, y, u), y.shape, "jvp(t, y, u)")
@@ -394,13 +409,14 @@ class Hybrid:
         (yk, pk, tk), (yl, pl, tl) = vjps
         return values[0] + values[1], (yk + yl, list(pk) + list(pl), tk + tl)
 
-    def jvp(self, t, y, u):
-        """``dknown/dy . u + dlearned/dy . u``; both parts must offer a ``jvp``."""
-        shape, out = np.shape(y), []
-        for name, part in (("known", self.known), ("learned", self.learned)):
-            jvp = getattr(part, "jvp", None)
-            if not callable(jvp):
-                raise TypeError(f"Hybrid.jvp needs a jvp from both parts; the {name} part "
-                                f"({type(part).__name__}) has none")
-            out.append(_checked_value(name, jvp(t, y, u), shape, "jvp(t, y, u)"))
-        return out[0] + out[1]
+    @property
+    def jvp(self):
+        """``u -> dknown/dy . u + dlearned/dy . u``; offered when both parts offer a ``jvp``."""
+        jvps = _part_jvps("Hybrid", [("the known part's", self.known), ("the learned part's", self.learned)])
+        return lambda t, y, u: self._jvp(jvps, t, y, u)
+
+    def _jvp(self, jvps, t, y, u):
+        shape = np.shape(y)
+        known, learned = (_checked_value(name, jvp(t, y, u), shape, "jvp(t, y, u)")
+                          for name, jvp in zip(("known", "learned"), jvps))
+        return known + learned
