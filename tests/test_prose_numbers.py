@@ -78,6 +78,19 @@ def test_a_typed_copy_of_a_printed_number_must_be_glued(tmp_path):
     assert [n.text for n in missing] == ["0.54"] and missing[0].computed
 
 
+def test_a_typed_copy_of_a_glued_number_must_be_glued(tmp_path):
+    """A glued value is an output too (stored under the glue MIME prefix, not printed)."""
+    from neuralode.glue import PREFIX
+    nb = {"cells": [{"cell_type": "code", "source": "", "metadata": {}, "outputs": [
+        {"output_type": "display_data", "metadata": {"scrapbook": {"name": "ch99_cost"}},
+         "data": {PREFIX + "text/plain": "'0.535'"}}]}], "metadata": {}}
+    notebook = tmp_path / "chapter.ipynb"
+    notebook.write_text(json.dumps(nb), encoding="utf-8")
+    text = CHAPTER.replace("SENTENCE", "Predicting 0 everywhere beyond the window costs about 0.54.")
+    missing = prose_numbers.unsourced(tmp_path / "99_test.md", text=text, notebook=notebook)
+    assert [n.text for n in missing] == ["0.54"] and missing[0].computed
+
+
 def test_glued_inputs_and_cited_numbers_pass(tmp_path):
     assert not check(tmp_path, "It costs about {glue:text}`ch99_cost:.2f` after 250 steps.")
     assert not check(tmp_path, "The paper reports 0.42% error with 0.22 M parameters {cite:p}`chen2018neural`.")

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import yaml
 
+from neuralode.glue import PREFIX as GLUE_RECORD     # the MIME-type prefix of a glued value
+
 ROOT = Path(__file__).resolve().parents[1]
 ALLOWLIST = ROOT / "tests" / "prose_numbers_allow.yml"
 SMALL = 20
@@ -156,10 +158,10 @@ def outputs_text(notebook_path):
             elif out.get("output_type") == "error":
                 parts.append(out.get("evalue", ""))
             else:
-                data = out.get("data", {})
-                for key in ("text/plain", "text/markdown", "text/latex"):
-                    if key in data:
-                        parts.append("".join(data[key]))
+                for key, value in out.get("data", {}).items():
+                    # a glued value is stored under its MIME type prefixed by GLUE_RECORD
+                    if key.removeprefix(GLUE_RECORD) in ("text/plain", "text/markdown", "text/latex"):
+                        parts.append("".join(value))
     return "\n".join(parts)
 
 
