@@ -7,19 +7,10 @@ notebook is the sum of the setup, call and teardown of its cells (kernel start i
 _build/nbval_times.json when the session ends.
 """
 
-import importlib.util
 from collections import defaultdict
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent
 _DURATIONS = defaultdict(float)
-
-
-def _stored_outputs():
-    spec = importlib.util.spec_from_file_location("stored_outputs", ROOT / "tools" / "stored_outputs.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def pytest_runtest_logreport(report):
@@ -31,6 +22,6 @@ def pytest_runtest_logreport(report):
 def pytest_sessionfinish(session, exitstatus):
     if hasattr(session.config, "workerinput") or not _DURATIONS or exitstatus != 0:
         return          # a pytest-xdist worker (the controller writes), no notebook, or a failure
-    stored_outputs = _stored_outputs()
+    import stored_outputs       # tools/, on pytest's pythonpath (pyproject.toml); only when there is a run to store
     for stem, seconds in sorted(_DURATIONS.items()):
         stored_outputs.store_run(stored_outputs.NBVAL_TIMES, stem, seconds)

@@ -1,15 +1,8 @@
 """The Korean edition's helpers (tools/sphinxext/book_editions.py): the search stemmer, which messages
 need translating, reading a catalogue's states, and where a glued number in a translation is read."""
 
-import importlib.util
-from pathlib import Path
-
+import book_editions
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("book_editions", ROOT / "tools" / "sphinxext" / "book_editions.py")
-book_editions = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(book_editions)
 
 
 @pytest.mark.parametrize("word, stem", [

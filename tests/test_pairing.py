@@ -13,12 +13,13 @@ import nbformat
 import pytest
 import yaml
 
+import stored_outputs
+
 pytestmark = pytest.mark.notebooks
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOK = ROOT / "book"
 NOTEBOOKS = ROOT / "notebooks"
-TOC = ROOT / "_toc.yml"
 
 REGENERATE = "run `make notebooks CHAPTERS=book/{stem}.md` and commit both files"
 
@@ -50,23 +51,7 @@ def read_notebook(stem):
     return nbformat.read(path, as_version=4)
 
 
-def toc_files():
-    """Every `root:` and `file:` entry of _toc.yml, in order."""
-    files = []
-
-    def walk(node):
-        if isinstance(node, dict):
-            for key in ("root", "file"):
-                if key in node:
-                    files.append(str(node[key]))
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item)
-
-    walk(yaml.safe_load(TOC.read_text(encoding="utf-8")))
-    return files
+toc_files = stored_outputs.toc_entries
 
 
 CHAPTERS = paired_chapters()

@@ -6,26 +6,16 @@ A number that a cell computes is put into the prose by that cell (MyST-NB's ``gl
 and show that it catches what it is for.
 """
 
-import importlib.util
 import json
 from pathlib import Path
 
+import prose_numbers
 import pytest
+import stored_outputs
 
 pytestmark = pytest.mark.notebooks
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-prose_numbers = _load("prose_numbers")
-stored_outputs = _load("stored_outputs")
 
 
 def toc_pages():

@@ -36,13 +36,13 @@ TIMES = NOTEBOOKS / "execution_times.json"
 NBVAL_TIMES = ROOT / "_build" / "nbval_times.json"
 
 
-def toc_pages():
-    """Every page of ``_toc.yml`` that is a Markdown file (chapters, appendices, glossary, ...), as paths."""
-    files = []
+def toc_entries():
+    """Every ``root:`` and ``file:`` entry of ``_toc.yml``, in order, as written (no extension)."""
+    entries = []
 
     def walk(node):
         if isinstance(node, dict):
-            files.extend(str(node[key]) for key in ("root", "file") if key in node)
+            entries.extend(str(node[key]) for key in ("root", "file") if key in node)
             for value in node.values():
                 walk(value)
         elif isinstance(node, list):
@@ -50,7 +50,12 @@ def toc_pages():
                 walk(item)
 
     walk(yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8")))
-    return [path for path in (ROOT / f"{name}.md" for name in files) if path.is_file()]
+    return entries
+
+
+def toc_pages():
+    """Every page of ``_toc.yml`` that is a Markdown file (chapters, appendices, glossary, ...), as paths."""
+    return [path for path in (ROOT / f"{name}.md" for name in toc_entries()) if path.is_file()]
 
 
 def toc_chapters():
