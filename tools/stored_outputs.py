@@ -117,16 +117,18 @@ def seed():
     from jupyter_cache import get_cache
     from jupyter_cache.base import CacheBundleIn
 
-    chapters, problems, bundles = toc_chapters(), [], []
+    problems, bundles, parsed = [], [], []
     times = execution_times()
-    for md_path in chapters:
+    for md_path in toc_chapters():
         rel = md_path.relative_to(ROOT)
         nb_path = NOTEBOOKS / f"{md_path.stem}.ipynb"
         if not nb_path.is_file():
             problems.append((rel, f"{nb_path.relative_to(ROOT)} is missing"))
             continue
         stored = without_volatile(nbformat.read(nb_path, as_version=4))
-        problem = mismatch(read_chapter(md_path), stored)
+        chapter = read_chapter(md_path)
+        parsed.append(chapter)
+        problem = mismatch(chapter, stored)
         if problem:
             problems.append((rel, problem))
             continue
@@ -148,8 +150,8 @@ def seed():
         record = cache.cache_notebook_bundle(bundle, check_validity=False, overwrite=True)
         if executed:
             _set_created(cache, record.pk, datetime.datetime.fromisoformat(executed))
-    for md_path in chapters:       # the match the build will look for, made the way it makes it
-        cache.match_cache_notebook(read_chapter(md_path))
+    for chapter in parsed:       # the match the build will look for, made the way it makes it
+        cache.match_cache_notebook(chapter)
     print(f"Outputs of {len(bundles)} chapters taken from notebooks/ into {CACHE.relative_to(ROOT)}; "
           "nothing will be executed.")
     return 0
