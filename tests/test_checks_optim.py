@@ -197,3 +197,22 @@ def test_optimisers_reject_bad_gradients(make):
 def test_below_refuses_bad_arguments(error, limit, phrase):
     with pytest.raises(ValueError, match=phrase):
         checks.below(error, limit)
+
+
+def test_linear_field_gradient_against_finite_differences_of_the_solution():
+    """The Van Loan reference against central differences of L = c . z(t1), with z(t1) taken in closed
+    form from one exponential of the augmented system [[W, b], [0, 0]] acting on (z0, 1)."""
+    import scipy.linalg
+
+    A, z0, c, t1 = np.array([[-0.5, 1.0], [0.0, -25.0]]), np.array([1.0, 1.0]), np.array([1.0, -2.0]), 1.3
+    d = len(z0)
+
+    def loss(flat):
+        W, b = flat[:d * d].reshape(d, d), flat[d * d:]
+        augmented = np.zeros((d + 1, d + 1))
+        augmented[:d, :d], augmented[:d, d] = W, b
+        return float(c @ (scipy.linalg.expm(augmented * t1) @ np.append(z0, 1.0))[:d])
+
+    exact = checks.linear_field_gradient(A, z0, c, t1=t1)
+    fd = checks.fd_gradient(loss, np.concatenate([A.ravel(), np.zeros(d)]))
+    assert checks.relative_error(exact, fd) < 1e-8

@@ -32,7 +32,7 @@ import sys
 import tracemalloc
 import warnings
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -69,8 +69,8 @@ class Case:
     fn: object
     words: tuple = None
     check: object = None
-    outcome: str = field(default=None)
-    detail: str = field(default="")
+    outcome: str = None
+    detail: str = ""
 
 
 def bad(name, fn, *words):
@@ -599,27 +599,8 @@ class DroppingVJP:
         return y_bar, params_bar[:-1], t_bar
 
 
-def van_loan_gradient(A, z0, c, t1=1.0):
-    """The harness's own reference for ``checks.linear_field_gradient``: Van Loan's block exponential.
-
-    The upper-right block of ``expm([[A^T, M], [0, A^T]] t1)`` is the integral of
-    ``expm(A^T (t1 - s)) M expm(A^T s)``; with ``M = c z0^T`` its entry ``ij`` is the integral of
-    ``a_i(s) z_j(s)``, and with the second diagonal block 0 and ``M = c`` the integral of ``a``.
-    """
-    import scipy.linalg
-
-    d = len(z0)
-    big = np.zeros((2 * d, 2 * d))
-    big[:d, :d], big[:d, d:], big[d:, d:] = A.T, np.outer(c, z0), A.T
-    small = np.zeros((d + 1, d + 1))
-    small[:d, :d], small[:d, d] = A.T, c
-    return np.concatenate([scipy.linalg.expm(big * t1)[:d, d:].ravel(), scipy.linalg.expm(small * t1)[:d, d]])
-
-
 def checks_cases():
     A, z0, c = np.array([[-0.5, 1.0], [0.0, -25.0]]), np.array([1.0, 1.0]), np.array([1.0, -2.0])
-    reference = van_loan_gradient(A, z0, c)
-    exact = lambda g: checks.relative_error(g, reference) < 1e-8  # noqa: E731
     square = lambda x: float(np.sum(np.asarray(x, dtype=float) ** 2))  # noqa: E731
     cases = [
         bad("relative_error of sizes 1 and 3", lambda: checks.relative_error(np.ones(1), np.array([1.0, 2.0, 3.0])), "shape"),
@@ -644,8 +625,8 @@ def checks_cases():
             lambda u: np.zeros(3), lambda v: np.zeros(2), (2,), (2,), rng()), "jvp"),
         bad("check_dynamics_vjp of a vjp that drops a parameter", lambda: checks.check_dynamics_vjp(
             DroppingVJP(), 0.0, np.ones(2), rng()), r"f\.vjp"),
-        either("linear_field_gradient(points=2)", lambda: checks.linear_field_gradient(A, z0, c, points=2), exact,
-               arg("points")),
+        bad("linear_field_gradient(points=2), an option of its former quadrature",
+            lambda: checks.linear_field_gradient(A, z0, c, points=2), arg("points")),
         bad("linear_field_gradient of a non-square A", lambda: checks.linear_field_gradient(np.ones((2, 3)), z0, c), arg("A")),
         bad("linear_field_gradient with z0 of the wrong length", lambda: checks.linear_field_gradient(A, np.ones(3), c),
             arg("z0")),
