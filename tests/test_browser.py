@@ -57,9 +57,19 @@ def built_pages():
                   if not NOT_PAGES.intersection(p.parts) and p.as_posix() not in REDIRECTS)
 
 
+def pages_holding(*markers):
+    """For each marker, the pages whose HTML contains it (every page read once)."""
+    holding = [[] for _ in markers]
+    for page in PAGES:
+        html = (HTML_DIR / page).read_text(encoding="utf-8")
+        for found, marker in zip(holding, markers):
+            if marker in html:
+                found.append(page)
+    return holding
+
+
 PAGES = built_pages()
-EXERCISE_PAGES = [p for p in PAGES if 'class="exercise' in (HTML_DIR / p).read_text(encoding="utf-8")]
-ANIMATION_PAGES = [p for p in PAGES if 'class="animation-player"' in (HTML_DIR / p).read_text(encoding="utf-8")]
+EXERCISE_PAGES, ANIMATION_PAGES = pages_holding('class="exercise', 'class="animation-player"')
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

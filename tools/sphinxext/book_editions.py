@@ -267,10 +267,11 @@ def _translated(document):
 
 
 def saved_glue(env, key):
-    """The glued output ``key`` of the page being read, from the file MyST-NB wrote when it parsed it."""
-    path = Path(env.mystnb_config.output_folder, f"{env.docname}.glue.json")
-    data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    return data.get(key)
+    """The glued output ``key`` of the page being read, from the file MyST-NB wrote when it parsed it
+    (read once per page, by MyST-NB's own reader)."""
+    from myst_nb.ext.glue.crossref import read_glue_cache
+
+    return read_glue_cache(str(env.mystnb_config.output_folder), env.docname).get(key)
 
 
 def markdown_nodes(markdown):
