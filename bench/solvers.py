@@ -56,9 +56,8 @@ def exponential_exact(t):
     return np.exp(np.outer(t, LAMBDA))
 
 
-def van_der_pol(t, y, mu=1.0):
-    """The Van der Pol oscillator ``x'' = mu (1 - x^2) x' - x`` with ``mu = 1``."""
-    return np.array([y[1], mu * (1.0 - y[0] ** 2) * y[1] - y[0]])
+van_der_pol = ne.problems.van_der_pol(1.0)
+"""The Van der Pol oscillator ``x'' = mu (1 - x^2) x' - x`` with ``mu = 1``."""
 
 
 def flat(func, shape):

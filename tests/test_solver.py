@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from scipy.integrate import solve_ivp
 
 import neuralode as ne
-from neuralode import checks, solver, stepsize
+from neuralode import checks, problems, solver, stepsize
 from neuralode.errors import IntegrationError, NonFiniteError, StepSizeUnderflowError, TooManyStepsError
 from neuralode.solver import dense_eval, integrate_adaptive, integrate_fixed, prepare, rk_step
 from neuralode.tableaux import TABLEAUX
@@ -41,8 +41,7 @@ def forced(t, y):
     return np.sin(3.0 * t) * y - 0.5 * np.tanh(y) + np.cos(t)
 
 
-def van_der_pol(t, y):
-    return np.array([y[1], (1.0 - y[0] ** 2) * y[1] - y[0]])
+van_der_pol = problems.van_der_pol(1.0)
 
 
 @contextlib.contextmanager
